@@ -131,6 +131,9 @@ class TaskGroup:
         self._budget = 0
         self.parked = False            # deterministic mode: its last look for work found none
         self._thread = None
+        # threads mode: set while this worker's OS thread is blocked in a syscall that can be
+        # interrupted (the EventDispatcher's epoll), so a bthread pinned here is not stranded
+        self._wake_blocked = None
         if rt.threads_mode:
             self._accept_steal = self._unstarted_or_mine
         else:
@@ -196,6 +199,9 @@ class TaskGroup:
                 self._remote_num_nosignal = 0
             else:
                 self._pl.signal(1)  # pinned: only its home worker can run it
+                wake = self._wake_blocked
+                if wake is not None:
+                    wake()
 
     def ready_to_run_general(self, meta, nosignal: bool = False) -> None:
         """Local push when the caller is this group's worker, else remote.

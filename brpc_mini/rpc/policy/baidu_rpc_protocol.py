@@ -611,3 +611,173 @@ def PackRpcResponse(
 # brpc: ProcessRpcRequest, ProcessRpcResponse, SendRpcResponse, VerifyRpcRequest.
 # Added by the rpc layer; everything above is the wire format they build on.
 # ================================================================================================
+
+_CORRELATION_MASK = (1 << 64) - 1
+
+
+def ProcessRpcResponse(msg) -> None:
+    """Client: find the RPC by correlation id, lock it, parse the response, and let it end.
+
+    brpc: src/brpc/policy/baidu_rpc_protocol.cpp, ProcessRpcResponse
+
+    Order as in brpc: lock the Id, deserialize into the Controller's response, *then*
+    ``OnVersionedRPCReturned`` checks the version — so a stale try's response is parsed into the
+    user's response object before it is ignored (its error code is restored, not its message).
+    A failed lock (EINVAL: the RPC is over; EPERM: it is being destroyed) drops the message.
+    """
+    from brpc_mini.bthread import bthread_id_lock
+    from brpc_mini.rpc.controller import CompletionInfo
+    import logging
+    s = msg.socket
+    rt = s.runtime
+    meta = ParseRpcMeta(msg.meta)
+    if meta is None or not meta.HasField("response"):
+        logging.getLogger("brpc_mini.rpc").warning("Fail to parse RpcMeta of a response from %s", s.label)
+        return
+    cid = meta.correlation_id & _CORRELATION_MASK
+    pdata = []
+    rc = bthread_id_lock(cid, pdata)
+    if rc != 0:
+        rt._emit("drop_response", None, f"cid=0x{cid:x}: bthread_id_lock returned {rc}")
+        return
+    cntl = pdata[0]
+    rt._emit("ProcessRpcResponse", None, f"cid=0x{cid:x} locked")
+    saved_error = cntl.ErrorCode()
+    if meta.response.error_code != 0:
+        cntl.SetFailed(meta.response.error_code, "%s", meta.response.error_text)
+    else:
+        payload = msg.payload
+        attachment_size = meta.attachment_size
+        if attachment_size > len(payload):
+            cntl.SetFailed(ERESPONSE, "attachment_size=%d is larger than payload_size=%d",
+                           attachment_size, len(payload))
+        else:
+            body = payload.cutn(len(payload) - attachment_size)
+            cntl._response_attachment.clear()
+            cntl._response_attachment.append(payload)
+            response = cntl._response
+            if response is not None and not DeserializeRpcMessage(
+                    body, response, meta.content_type, meta.compress_type, meta.checksum_type,
+                    meta.checksum_value, payload if meta.checksum_with_attachment else None):
+                cntl.SetFailed(EREQUEST, "Fail to parse response=%s", type(response).__name__)
+    cntl.OnVersionedRPCReturned(CompletionInfo(cid, True), False, saved_error)
+
+
+def ProcessRpcRequest(msg) -> None:
+    """Server: parse the meta, find the method, parse the request, and call the service.
+
+    brpc: src/brpc/policy/baidu_rpc_protocol.cpp, ProcessRpcRequest
+
+    A meta that does not parse closes the connection (no response); every other failure gets an
+    error response and the connection stays open.
+    """
+    from brpc_mini.rpc.controller import Controller
+    from brpc_mini.rpc.errors import ELOGOFF, ENOMETHOD, ENOSERVICE
+    s = msg.socket
+    server = msg.arg
+    meta = ParseRpcMeta(msg.meta)
+    if meta is None or not meta.HasField("request"):
+        s.SetFailed(EREQUEST, f"Fail to parse RpcMeta from {s.label}")
+        return
+    request_meta = meta.request
+    correlation_id = meta.correlation_id & _CORRELATION_MASK
+    cntl = Controller()
+    cntl._runtime = s.runtime
+    cntl._server = server
+    cntl._server_side = s.local_side
+    cntl._remote_side = s.remote_side
+    cntl._local_side = s.local_side
+    cntl._received_us = msg.received_us
+    if request_meta.HasField("log_id"):
+        cntl.set_log_id(request_meta.log_id)
+    if request_meta.HasField("timeout_ms"):
+        cntl._timeout_ms = request_meta.timeout_ms
+    server._OnRequestBegin()
+    request = response = None
+    try:
+        payload = msg.payload
+        if not server.IsRunning():
+            cntl.SetFailed(ELOGOFF, "Server is stopping")
+            return SendRpcResponse(correlation_id, cntl, None, s, server)
+        if meta.attachment_size > len(payload):
+            cntl.SetFailed(EREQUEST, "attachment_size=%d is larger than request_size=%d",
+                           meta.attachment_size, len(payload))
+            return SendRpcResponse(correlation_id, cntl, None, s, server)
+        service_name = request_meta.service_name
+        method_name = request_meta.method_name
+        entry = server.FindMethod(service_name, method_name)
+        if entry is None:
+            if "." not in service_name and server.FindServiceByName(service_name) is None:
+                cntl.SetFailed(ENOSERVICE, "Fail to find service=%s", service_name)
+            else:
+                cntl.SetFailed(ENOMETHOD, "Fail to find method=%s/%s", service_name, method_name)
+            return SendRpcResponse(correlation_id, cntl, None, s, server)
+        impl, method, request_class, response_class = entry
+        body = payload.cutn(len(payload) - meta.attachment_size)
+        cntl._request_attachment = payload
+        request = request_class()
+        if not DeserializeRpcMessage(body, request, meta.content_type, meta.compress_type,
+                                     meta.checksum_type, meta.checksum_value,
+                                     payload if meta.checksum_with_attachment else None):
+            cntl.SetFailed(EREQUEST, "Fail to parse request=%s, CompressType=%s, request_size=%d",
+                           method.input_type.full_name, CompressTypeToCStr(meta.compress_type), len(body))
+            return SendRpcResponse(correlation_id, cntl, None, s, server)
+        response = response_class()
+        done = _SendRpcResponseClosure(correlation_id, cntl, response, s, server)
+        handler = getattr(impl, method.name, None)
+        if handler is None:
+            cntl.SetFailed(EINTERNAL, "Method %s() not implemented.", method.name)
+            return done.Run()
+        s.runtime._emit("ProcessRpcRequest", None, f"{service_name}.{method_name} cid=0x{correlation_id:x}")
+        try:
+            handler(cntl, request, response, done)
+        except Exception as exc:  # user code: answer instead of killing the connection
+            import logging
+            logging.getLogger("brpc_mini.rpc").exception("%s.%s raised", service_name, method_name)
+            if not done.ran:
+                cntl.SetFailed(EINTERNAL, "%s raised %s: %s", method.full_name, type(exc).__name__, exc)
+                done.Run()
+    finally:
+        server._OnRequestEnd()
+
+
+class _SendRpcResponseClosure:
+    """The ``done`` a service method gets: ``done.Run()`` (or ``done()``) sends the response once."""
+    __slots__ = ("args", "ran")
+
+    def __init__(self, *args):
+        self.args = args
+        self.ran = False
+
+    def Run(self) -> None:
+        if self.ran:
+            raise RuntimeError("done.Run() called twice for one request")
+        self.ran = True
+        correlation_id, cntl, response, s, server = self.args
+        SendRpcResponse(correlation_id, cntl, response, s, server)
+
+    __call__ = Run
+
+
+def SendRpcResponse(correlation_id, cntl, response, s, server) -> None:
+    """Pack and write the response (an error response when the Controller failed).
+
+    brpc: src/brpc/policy/baidu_rpc_protocol.cpp, SendRpcResponse
+    """
+    body = None
+    attachment = b""
+    if response is not None and not cntl.Failed():
+        result = SerializeResponse(response)
+        if result.error_code:
+            cntl.SetFailed(ERESPONSE, "%s", result.error_text)
+        else:
+            body = result.body
+            attachment = cntl.response_attachment().to_bytes()
+    error_code = cntl.ErrorCode()
+    if error_code == -1:
+        error_code = EINTERNAL
+    frame = PackRpcResponse(correlation_id, error_code, cntl.ErrorText(), body, attachment)
+    rc = s.Write(frame, ignore_eovercrowded=True)
+    if rc != 0 and not s.Failed():
+        import logging
+        logging.getLogger("brpc_mini.rpc").warning("Fail to write the response into %s", s.label)

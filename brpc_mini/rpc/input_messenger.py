@@ -1,0 +1,159 @@
+"""InputMessenger: read a socket, cut messages, and hand each to a bthread.
+
+brpc: src/brpc/input_messenger.h, src/brpc/input_messenger.cpp, src/brpc/tcp_transport.cpp
+
+The reader bthread (started by ``Socket.StartInputEvent``) runs ``OnNewMessages``: it reads what
+the fd has, cuts as many messages as the bytes hold (``CutInputMessage``, which asks the
+protocol's ``parse``), and for every message **but the last** of that read starts a new bthread
+(``QueueMessage``: NOSIGNAL, then one ``bthread_flush``) running the protocol's ``process``; the
+last one it processes **in place**, after the read loop of that round, so one read of n messages
+costs n - 1 bthread creations. That is the seed's step 12: three responses cut by bthread 7,
+bthreads 8 and 9 for the first two, the third handled by bthread 7 itself.
+
+A handler table entry is ``Handler(parse, process, name)``; the client messenger uses
+``ProcessRpcResponse``, the server's ``ProcessRpcRequest``.
+
+Explained in: notebooks/06_response_path.ipynb
+"""
+from __future__ import annotations
+
+import errno as _errno
+import logging
+from dataclasses import dataclass
+
+from ..bthread import BthreadAttr, bthread_flush, bthread_start_background
+from ..bthread.task_meta import BTHREAD_NOSIGNAL
+from .errors import EEOF
+from .policy.baidu_rpc_protocol import ParseError
+from .socket import PROGRESS_INIT, endpoint2str
+
+log = logging.getLogger("brpc_mini.rpc")
+
+MIN_ONCE_READ = 4096
+MAX_ONCE_READ = 524288
+
+
+@dataclass
+class Handler:
+    """brpc: src/brpc/input_messenger.h, InputMessageHandler"""
+    parse: object
+    process: object
+    name: str
+    index: int = 2          # brpc's ProtocolType: PROTOCOL_BAIDU_STD = 2
+
+
+class InputMessage:
+    """A cut message on its way to ``process``: meta, payload, and where it came from."""
+    __slots__ = ("meta", "payload", "socket", "process", "arg", "received_us", "number")
+
+    def __init__(self, msg, socket, process, arg, received_us, number):
+        self.meta = msg.meta
+        self.payload = msg.payload
+        self.socket = socket
+        self.process = process
+        self.arg = arg
+        self.received_us = received_us
+        self.number = number
+
+
+def ProcessInputMessage(msg: InputMessage) -> None:
+    """Entry of the bthreads QueueMessage starts. brpc: tcp_transport.cpp, ProcessInputMessage"""
+    msg.process(msg)
+
+
+class InputMessenger:
+    """A protocol table plus the read loop. ``arg`` is the Server for a server's messenger."""
+
+    def __init__(self, handlers, arg=None, server_side: bool = False):
+        self.handlers = list(handlers)
+        self.arg = arg
+        self.server_side = server_side
+        self.nmessages = 0
+
+    def CutInputMessage(self, s):
+        """Try the socket's preferred protocol, then (server side) the others.
+
+        brpc: src/brpc/input_messenger.cpp, InputMessenger::CutInputMessage
+        """
+        if s.preferred_index >= 0:
+            for h in self.handlers:
+                if h.index == s.preferred_index:
+                    rc, msg = h.parse(s._read_buf)
+                    if rc in (ParseError.PARSE_OK, ParseError.PARSE_ERROR_NOT_ENOUGH_DATA):
+                        return rc, msg, h
+                    if rc != ParseError.PARSE_ERROR_TRY_OTHERS:
+                        return rc, None, h
+                    if s.created_by_connect:
+                        # the client fixed the protocol; bytes it does not recognise are fatal
+                        return ParseError.PARSE_ERROR_ABSOLUTELY_WRONG, None, h
+                    s.preferred_index = -1
+        for h in self.handlers:
+            rc, msg = h.parse(s._read_buf)
+            if rc in (ParseError.PARSE_OK, ParseError.PARSE_ERROR_NOT_ENOUGH_DATA):
+                s.preferred_index = h.index
+                return rc, msg, h
+            if rc != ParseError.PARSE_ERROR_TRY_OTHERS:
+                return rc, None, h
+        return ParseError.PARSE_ERROR_TRY_OTHERS, None, None
+
+    def OnNewMessages(self, s) -> None:
+        """The reader bthread's loop. brpc: src/brpc/input_messenger.cpp, OnNewMessages"""
+        rt = s.runtime
+        progress = [PROGRESS_INIT]
+        read_eof = False
+        while not read_eof:
+            once_read = MIN_ONCE_READ
+            nr = s.DoRead(once_read)
+            if nr < 0:
+                if nr == -_errno.EINTR:
+                    continue
+                if nr == -_errno.EAGAIN:
+                    if not s.MoreReadEvents(progress):
+                        return
+                    continue
+                if not s.Failed():
+                    s.SetFailed(-nr, f"Fail to read from {s.label} {endpoint2str(s.remote_side)}: {_errno.errorcode.get(-nr, -nr)}")
+                return
+            if nr == 0:
+                read_eof = True
+                s.read_eof = True
+            else:
+                rt._emit("read", None, f"{s.label}: {nr} bytes")
+            # cut everything this read completed; all but the last go to new bthreads
+            last_msg = None
+            nbthreads = 0
+            failed = False
+            while True:
+                rc, msg, handler = self.CutInputMessage(s)
+                if rc == ParseError.PARSE_ERROR_NOT_ENOUGH_DATA:
+                    break
+                if rc != ParseError.PARSE_OK:
+                    if rc == ParseError.PARSE_ERROR_TRY_OTHERS:
+                        text = f"Close {s.label} {endpoint2str(s.remote_side)} due to unknown message"
+                    else:
+                        text = f"Close {s.label} {endpoint2str(s.remote_side)} due to {rc.name}"
+                    log.warning(text)
+                    s.SetFailed(_errno.EINVAL, text)
+                    failed = True
+                    break
+                self.nmessages += 1
+                message = InputMessage(msg, s, handler.process, self.arg, rt.gettimeofday_us(), self.nmessages)
+                if last_msg is not None:
+                    self.QueueMessage(last_msg)
+                    nbthreads += 1
+                last_msg = message
+            if nbthreads:
+                bthread_flush()
+            if last_msg is not None:
+                rt._emit("process_in_place", None, f"message {last_msg.number} of {s.label}")
+                ProcessInputMessage(last_msg)
+            if failed:
+                return
+        # EOF: the peer closed. brpc fails a client socket with EEOF once its messages are done.
+        if not s.Failed():
+            s.SetFailed(EEOF, f"Got EOF of {s.label} {endpoint2str(s.remote_side)}")
+
+    def QueueMessage(self, msg: InputMessage) -> None:
+        """Process ``msg`` in a new NOSIGNAL bthread. brpc: tcp_transport.cpp, QueueMessage"""
+        bthread_start_background(ProcessInputMessage, msg,
+                                 attr=BthreadAttr(name="ProcessInputMessage", flags=BTHREAD_NOSIGNAL))
