@@ -65,21 +65,44 @@ class EchoServiceImpl:
 
 
 class EchoServer:
-    """Start the echo server on the current runtime; stop it when the ``with`` ends."""
+    """Start the echo server; stop it when the ``with`` ends.
+
+    By default it runs on the current runtime. With ``peer_of=rt`` (a deterministic runtime) it
+    gets a deterministic runtime of its own that ``rt`` drives whenever ``rt`` is idle — a server
+    "in another process" whose bthreads, sockets and dispatchers do not mix with the client's, yet
+    whose reads and writes stay reproducible. The walkthrough uses that so the client's bthreads
+    are numbered as in the seed.
+    """
 
     def __init__(self, port: int = 0, listen_addr: str = "127.0.0.1", echo_attachment: bool = True,
-                 delay_us: int = 0, drop: bool = False):
+                 delay_us: int = 0, drop: bool = False, peer_of=None, concurrency: int = 2, seed: int = 0):
         self.address = f"{listen_addr}:{port}"
         self.service = EchoServiceImpl(echo_attachment, delay_us, drop)
         self.server = Server()
         self.server.AddService(self.service)
         self.port = None
+        self.peer_of = peer_of
+        self.runtime = None
+        if peer_of is not None:
+            self.runtime = Runtime(concurrency=concurrency, mode="deterministic", seed=seed, io_wait_ms=0)
+            peer_of.add_peer(self.runtime)
 
     def start(self) -> int:
-        self.port = self.server.Start(self.address)
+        if self.runtime is not None:
+            with self.runtime.activate():
+                self.port = self.server.Start(self.address)
+        else:
+            self.port = self.server.Start(self.address)
         return self.port
 
     def stop(self) -> None:
+        if self.runtime is not None:
+            with self.runtime.activate():
+                self.server.Stop()
+                self.server.Join()
+            self.peer_of.remove_peer(self.runtime)
+            self.runtime.close()
+            return
         self.server.Stop()
         self.server.Join()
 

@@ -164,6 +164,10 @@ class Runtime:
         self._stop_hooks: list = []
         self._nosignal_group = None
         self.ids = None                 # the Id pool, made by brpc_mini.bthread.id on first use
+        self._pause_kinds: set = set()
+        self.checkpoints_hit: list = []
+        self.paused_at = None
+        self._peers: list = []
         self.closed = False
         self._is_default = False
         self._entered = 0
@@ -178,6 +182,22 @@ class Runtime:
     def __exit__(self, exc_type, exc, tb):
         self.close()
         return False
+
+    def activate(self):
+        """A ``with`` block in which this runtime is current, without closing it at the end."""
+        runtime = self
+
+        class _Active:
+            def __enter__(self_inner):
+                runtime._check_open()
+                context.push_runtime(runtime)
+                return runtime
+
+            def __exit__(self_inner, *exc):
+                context.pop_runtime(runtime)
+                return False
+
+        return _Active()
 
     def __repr__(self) -> str:
         return (f"<Runtime mode={self.mode} concurrency={self.concurrency} seed={self.seed}"
@@ -222,6 +242,38 @@ class Runtime:
                         None if self.threads_mode else self._now_us)
         for fn in self._instruments:
             fn(ev)
+
+    def pause_at(self, *kinds: str) -> None:
+        """Deterministic mode: make a bthread that reaches a checkpoint of these kinds give up the
+        CPU right there, so ``run_to`` can stop the world at that point of the RPC path."""
+        self._pause_kinds = set(kinds)
+
+    def checkpoint(self, kind: str, detail: str = "") -> None:
+        """A named point of the RPC path (``CallMethod``, ``IssueRPC``, ``EndRPC``...): recorded in
+        the trace, and — in deterministic mode, inside a bthread, when asked with ``pause_at`` —
+        a place where the bthread yields, which ends the group's turn. Pausing adds one yield to the
+        schedule, nothing else."""
+        self._emit(kind, self._current_meta(), detail)
+        if self.threads_mode:
+            return
+        self.checkpoints_hit.append(kind)
+        if kind in self._pause_kinds:
+            g = tls_task_group()
+            if g is not None and not g._cur_meta.is_main:
+                from .bthread import bthread_yield
+                self.paused_at = (kind, g._cur_meta.seq)
+                bthread_yield()
+
+    def _current_meta(self):
+        g = tls_task_group()
+        if g is None or g.runtime is not self or g._cur_meta.is_main:
+            return None
+        return g._cur_meta
+
+    def run_to(self, kind: str, count: int = 1, max_steps: int = 1_000_000) -> int:
+        """Deterministic mode: step until checkpoint ``kind`` has been reached ``count`` more times."""
+        start = self.checkpoints_hit.count(kind)
+        return self.run_until(lambda: self.checkpoints_hit.count(kind) >= start + count, max_steps)
 
     def _next_butex_number(self) -> int:
         return next(self._butex_numbers)
@@ -408,6 +460,36 @@ class Runtime:
         if threading.current_thread() is not self._driver_thread or greenlet.getcurrent() is not self._driver_greenlet:
             raise RuntimeError("step()/run() must be called by the program's own code, not from a bthread or a pthread")
 
+    def add_peer(self, peer: "Runtime") -> None:
+        """Deterministic mode: drive ``peer`` (another deterministic runtime on this thread — a
+        server "in another process") whenever this runtime is idle, with its clock following ours.
+        Keeps each runtime's objects and numbering its own, as two processes would."""
+        if self.threads_mode or peer.threads_mode:
+            raise RuntimeError("add_peer links two deterministic runtimes")
+        if peer._driver_thread is not self._driver_thread:
+            raise RuntimeError("a peer runtime must be made on the same thread")
+        self._peers.append(peer)
+
+    def remove_peer(self, peer: "Runtime") -> None:
+        if peer in self._peers:
+            self._peers.remove(peer)
+
+    def _step_peers(self) -> bool:
+        progressed = False
+        for peer in self._peers:
+            if peer.closed:
+                continue
+            peer._now_us = max(peer._now_us, self._now_us)
+            previous = context.set_tls_runtime(peer)
+            try:
+                for _ in range(100_000):
+                    if not peer._step(advance_clock=False, io_wait=False):
+                        break
+                    progressed = True
+            finally:
+                context.set_tls_runtime(previous)
+        return progressed
+
     def step(self) -> bool:
         """Make one scheduling decision; False when there is nothing left to do.
 
@@ -423,7 +505,7 @@ class Runtime:
         finally:
             context.set_tls_runtime(previous)
 
-    def _step(self) -> bool:
+    def _step(self, advance_clock: bool = True, io_wait: bool = True) -> bool:
         tt = self.timer_thread
         if tt is not None and tt.run_due(self._now_us, limit=1):
             return True
@@ -443,7 +525,16 @@ class Runtime:
         for src in self._io_sources:
             if src.poll_ready(0):
                 return True
+        if self._peers and self._step_peers():
+            return True
+        if not advance_clock:
+            return False
         candidates = [d for d in self._deadlines if d > self._now_us]
+        for peer in self._peers:
+            if not peer.closed and peer.timer_thread is not None:
+                nxt = peer.timer_thread.next_run_time()
+                if nxt is not None:
+                    candidates.append(nxt)
         candidates += [p.deadline for p in self._pthreads if p.deadline is not None and not p.done]
         if tt is not None:
             nxt = tt.next_run_time()
@@ -451,7 +542,7 @@ class Runtime:
                 candidates.append(nxt)
         if candidates:
             target = max(min(candidates), self._now_us)
-            if self._io_sources and self.io_wait_ms > 0:
+            if io_wait and self._io_sources and self.io_wait_ms > 0:
                 # a peer in another process may still answer: give it a little real time
                 wait_s = min(self.io_wait_ms / 1e3, (target - self._now_us) / 1e6)
                 for src in self._io_sources:
@@ -461,7 +552,7 @@ class Runtime:
             self._emit("clock", None, f"+{target - self._now_us}us")
             self._now_us = target
             return True
-        if self._io_sources and self.io_wait_ms > 0:
+        if io_wait and self._io_sources and self.io_wait_ms > 0:
             for src in self._io_sources:
                 if src.expects_input() and src.poll_ready(self.io_wait_ms / 1e3):
                     return True
@@ -581,11 +672,15 @@ class Runtime:
         """Stop servers and workers, end every greenlet, and report bthreads that never ended."""
         if self.closed:
             return
-        for hook in reversed(list(self._stop_hooks)):
-            try:
-                hook()
-            except Exception:
-                log.exception("stop hook %r raised", hook)
+        previous = context.set_tls_runtime(self)
+        try:
+            for hook in reversed(list(self._stop_hooks)):
+                try:
+                    hook()
+                except Exception:
+                    log.exception("stop hook %r raised", hook)
+        finally:
+            context.set_tls_runtime(previous)
         self._stop_hooks.clear()
         unfinished = [m.label for m in self.live_bthreads()]
         unfinished += [f"pthread {p.name}" for p in self._pthreads if not p.done]

@@ -208,7 +208,7 @@ class Channel:
                 return None
             return response
         cntl._flags |= FLAGS_USED_BY_RPC
-        rt._emit("CallMethod", None, f"call_id=0x{correlation_id:x} range={2 + cntl._max_retry}")
+        rt.checkpoint("CallMethod", f"call_id=0x{correlation_id:x} locked, range={2 + cntl._max_retry}")
         if cntl._timeout_ms == UNSET_MAGIC_NUM:
             cntl._timeout_ms = self._options.timeout_ms
         cntl._connect_timeout_ms = self._options.connect_timeout_ms
@@ -249,6 +249,7 @@ class Channel:
             cntl._deadline_us = -1
         cntl.IssueRPC(start_send_real_us)
         if done is None:
+            rt.checkpoint("Join", f"call_id=0x{correlation_id:x}")
             Join(correlation_id)
             cntl.OnRPCEnd(rt.gettimeofday_us())
             return response

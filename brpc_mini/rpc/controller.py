@@ -323,7 +323,7 @@ class Controller:
         self._current_call.begin_time_us = start_realtime_us
         self._error_code = 0
         cid = self.current_id()
-        rt._emit("IssueRPC", None, f"cid=0x{cid:x} try {self._current_call.nretry}")
+        rt.checkpoint("IssueRPC", f"cid=0x{cid:x} try {self._current_call.nretry}")
         # pick a target server
         if self.SingleServer():
             tmp_sock = Socket.Address(self._single_server_id)
@@ -363,6 +363,7 @@ class Controller:
             abstime = self._connect_timeout_ms * 1000 + start_realtime_us
             if self._deadline_us >= 0:
                 abstime = min(abstime, self._deadline_us)
+        rt.checkpoint("Write", f"cid=0x{cid:x} {len(packet)} bytes to {sending.label}")
         sending.Write(packet, id_wait=cid, abstime_us=abstime)
         rc = bthread_id_unlock(cid)
         if rc != 0:
@@ -467,7 +468,7 @@ class Controller:
             self._error_text = ""
         self._lb = None
         cid = self._correlation_id
-        rt._emit("EndRPC", None, f"cid=0x{cid:x} {'ok' if not self._error_code else 'E%d' % self._error_code}")
+        rt.checkpoint("EndRPC", f"cid=0x{cid:x} {'ok' if not self._error_code else 'E%d' % self._error_code}")
         if self._done is not None:
             self.OnRPCEnd(rt.gettimeofday_us())
             done, response = self._done, self._response

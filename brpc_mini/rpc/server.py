@@ -71,7 +71,7 @@ class Acceptor:
                                 on_edge_triggered_events=server._messenger.OnNewMessages,
                                 runtime=server.runtime)
             s = Socket.Address(sid, server.runtime)
-            server.runtime._emit("accept", None, f"{s.label} from {endpoint2str(addr[:2])}")
+            server.runtime._emit("accept", None, f"{s.label}")
             self.connections.append(sid)
             if not server.IsRunning() and s is not None:
                 s.SetFailed(ELOGOFF, "Server is stopping")

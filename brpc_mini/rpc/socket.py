@@ -297,7 +297,7 @@ class Socket:
             self._error_code = error_code or EFAILEDSOCKET
             self._error_text = error_text or berror(self._error_code)
             ids, self._id_wait_list = self._id_wait_list, []
-        self.runtime_emit("socket_failed", f"{self.label} [E{self._error_code}]{self._error_text}")
+        self.runtime_emit("socket_failed", f"{self.label} [E{self._error_code}]")
         self._close_fd()
         self._epollout_butex.value += 1
         butex_wake_except(self._epollout_butex, 0)
@@ -595,7 +595,7 @@ class Socket:
             self._error_text = f"Fail to connect {self.label} {endpoint2str(self.remote_side)} directly: {berror(rc)}"
             return -1
         self._connecting = True
-        self.runtime_emit("connect", f"{self.label} to {endpoint2str(self.remote_side)}")
+        self.runtime_emit("connect", f"{self.label} (non-blocking, EINPROGRESS)")
         request = EpollOutRequest(fd, Socket._KeepWriteIfConnected, (self.id(), req))
         temp_id = Socket.Create(remote_side=self.remote_side, runtime=self.runtime)
         temp = Socket.Address(temp_id, self.runtime)
@@ -654,7 +654,7 @@ class Socket:
         s._connecting = False
         if err == 0:
             s.ResetFileDescriptor(fd)
-            s.runtime_emit("connected", f"{s.label} {endpoint2str(s.local_side)} -> {endpoint2str(s.remote_side)}")
+            s.runtime_emit("connected", f"{s.label}")
             req.Setup(s)
             bthread_start_background(s.KeepWrite, req, attr=BthreadAttr(name="KeepWrite"))
             return

@@ -641,7 +641,7 @@ def ProcessRpcResponse(msg) -> None:
         rt._emit("drop_response", None, f"cid=0x{cid:x}: bthread_id_lock returned {rc}")
         return
     cntl = pdata[0]
-    rt._emit("ProcessRpcResponse", None, f"cid=0x{cid:x} locked")
+    rt.checkpoint("ProcessRpcResponse", f"cid=0x{cid:x} locked")
     saved_error = cntl.ErrorCode()
     if meta.response.error_code != 0:
         cntl.SetFailed(meta.response.error_code, "%s", meta.response.error_text)
