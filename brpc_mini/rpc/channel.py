@@ -208,7 +208,6 @@ class Channel:
                 return None
             return response
         cntl._flags |= FLAGS_USED_BY_RPC
-        rt.checkpoint("CallMethod", f"call_id=0x{correlation_id:x} locked, range={2 + cntl._max_retry}")
         if cntl._timeout_ms == UNSET_MAGIC_NUM:
             cntl._timeout_ms = self._options.timeout_ms
         cntl._connect_timeout_ms = self._options.connect_timeout_ms
@@ -247,6 +246,8 @@ class Channel:
                 return None if done is not None else response
         else:
             cntl._deadline_us = -1
+        rt.checkpoint("CallMethod", f"call_id=0x{correlation_id:x} locked, range={2 + cntl._max_retry}, "
+                                    f"{'timer armed' if cntl._timeout_id else 'no timer'}")
         cntl.IssueRPC(start_send_real_us)
         if done is None:
             rt.checkpoint("Join", f"call_id=0x{correlation_id:x}")
