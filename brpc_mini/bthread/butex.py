@@ -426,7 +426,15 @@ def _butex_wait_from_pthread(rt, butex, expected_value, abstime_us, prepend) -> 
             butex.waiters.append(pw)
         pw.container = butex
     rt._emit("pthread_block", None, f"{pw.name} on {butex.owner or 'butex'} value={butex.value}")
-    if rt._pthread_wait(pw, abstime_us):
+    try:
+        woken = rt._pthread_wait(pw, abstime_us)
+    except BaseException:
+        # The wait was abandoned (deterministic mode: DeadlockError, a call from the wrong OS
+        # thread, a simulated pthread ended at close). Take the waiter off the list: left there,
+        # it took the next butex_wake for nobody and a real waiter behind it slept on.
+        erase_from_butex(pw, False, WAITER_STATE_TIMEDOUT)
+        raise
+    if woken:
         return 0
     # deadline passed: take ourselves off the list, unless a waker already did
     if erase_from_butex(pw, False, WAITER_STATE_TIMEDOUT):

@@ -27,6 +27,12 @@ class ParkingLot:
             self._pending_signal += num_task << 1
             woken = min(num_task, self.nwaiters)
             if woken:
+                # Like futex_wake, count only sleepers not woken yet: a notified worker leaves
+                # ``nwaiters`` now, not when it gets the lock back. Counted until then, it was
+                # "woken" by every later signal too, so signal_task stopped at its lot and the
+                # next sleeping worker was never told (8 bthreads started for 8 workers left 2
+                # workers asleep and 2 bthreads queued behind blocked workers).
+                self.nwaiters -= woken
                 self._cond.notify(woken)
             return woken
 
@@ -43,12 +49,18 @@ class ParkingLot:
             if self._pending_signal != expected_state:
                 return
             self.nwaiters += 1
+            notified = False
             try:
-                self._cond.wait(timeout)
+                notified = self._cond.wait(timeout)
             finally:
-                self.nwaiters -= 1
+                # timed out: still counted, so leave the count now. (A notify that raced with
+                # the timeout already took this waiter off the count; never go below 0. Only
+                # timed waits can race so, and the workers' waits have no timeout.)
+                if not notified and self.nwaiters > 0:
+                    self.nwaiters -= 1
 
     def stop(self) -> None:
         with self._cond:
             self._pending_signal |= 1
+            self.nwaiters = 0
             self._cond.notify_all()

@@ -169,6 +169,7 @@ class Runtime:
         self.paused_at = None
         self._peers: list = []
         self.closed = False
+        self._stepping = 0              # depth of step() calls (timer callbacks run inside one)
         self._is_default = False
         self._entered = 0
 
@@ -182,6 +183,11 @@ class Runtime:
     def __exit__(self, exc_type, exc, tb):
         self.close()
         return False
+
+    def enter(self) -> "Runtime":
+        """Make this runtime current until ``close()`` — ``with`` for a notebook, whose cells
+        cannot share one ``with`` block."""
+        return self.__enter__()
 
     def activate(self):
         """A ``with`` block in which this runtime is current, without closing it at the end."""
@@ -263,6 +269,16 @@ class Runtime:
                 from .bthread import bthread_yield
                 self.paused_at = (kind, g._cur_meta.seq)
                 bthread_yield()
+                return
+            p = self._current_pthread
+            if g is None and p is not None and greenlet.getcurrent() is p.greenlet:
+                # a simulated pthread: end its turn here; it is runnable again at once
+                self.paused_at = (kind, p.name)
+                p.wait_pred, p.deadline = (lambda: True), None
+                try:
+                    self._driver_greenlet.switch()
+                finally:
+                    p.wait_pred = None
 
     def _current_meta(self):
         g = tls_task_group()
@@ -420,6 +436,16 @@ class Runtime:
             return True
         return self._sim_block(lambda: pw.sig, abstime_us, what=f"{pw.name} waiting on a butex")
 
+    def _can_block_in_driver(self) -> bool:
+        """Deterministic mode: may the caller wait through ``_sim_block`` without re-entering
+        ``step`` (a simulated pthread, or the program's own code outside any step)?"""
+        current = greenlet.getcurrent()
+        p = self._current_pthread
+        if p is not None and current is p.greenlet:
+            return True
+        return (current is self._driver_greenlet and tls_task_group() is None and not self._stepping
+                and threading.current_thread() is self._driver_thread)
+
     def _sim_block(self, pred, abstime_us, what: str = "a blocking call") -> bool:
         """Deterministic mode: wait for ``pred()`` as a simulated pthread, or by driving."""
         if pred():
@@ -500,9 +526,11 @@ class Runtime:
         """
         self._check_driver()
         previous = context.set_tls_runtime(self)
+        self._stepping += 1
         try:
             return self._step()
         finally:
+            self._stepping -= 1
             context.set_tls_runtime(previous)
 
     def _step(self, advance_clock: bool = True, io_wait: bool = True) -> bool:
@@ -668,6 +696,30 @@ class Runtime:
         except Exception:
             log.exception("error while ending a greenlet")
 
+    def _drain_runnable(self, timeout_s: float = 2.0) -> None:
+        """Let bthreads that can run now finish before close() reports the ones that cannot.
+        Deterministic: step without moving the clock; threads: wait until every queue is empty."""
+        tc = self.task_control
+        if tc is None:
+            return
+        if not self.threads_mode:
+            if (threading.current_thread() is not self._driver_thread
+                    or greenlet.getcurrent() is not self._driver_greenlet or tls_task_group() is not None):
+                return
+            previous = context.set_tls_runtime(self)
+            try:
+                for _ in range(1_000_000):
+                    if not self._step(advance_clock=False, io_wait=False):
+                        break
+            finally:
+                context.set_tls_runtime(previous)
+            return
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if all(len(g._rq) == 0 and len(g._remote_rq) == 0 for g in tc._groups):
+                return
+            time.sleep(0.001)
+
     def close(self) -> None:
         """Stop servers and workers, end every greenlet, and report bthreads that never ended."""
         if self.closed:
@@ -682,6 +734,7 @@ class Runtime:
         finally:
             context.set_tls_runtime(previous)
         self._stop_hooks.clear()
+        self._drain_runnable()
         unfinished = [m.label for m in self.live_bthreads()]
         unfinished += [f"pthread {p.name}" for p in self._pthreads if not p.done]
         self.unfinished = unfinished

@@ -161,6 +161,32 @@ class TaskGroup:
         return self._cur_meta.is_main
 
     # -- queueing ------------------------------------------------------------------------------
+    def _push_waiting_while_full(self, queue, name: str, tid: int) -> None:
+        """Push ``tid`` onto ``queue``; while it is full, wait for it to drain.
+
+        brpc: TaskGroup::ready_to_run / ready_to_run_remote (log, sleep 1 ms, retry forever)
+
+        Threads mode does what brpc does: other workers drain the queue meanwhile. Deterministic
+        mode cannot: every group runs on this one OS thread, so sleeping drains nothing and the
+        retry loop would spin forever (it did: 10,000 bthreads started from the main code filled
+        a 2048-slot ``_remote_rq`` and hung). There, code that may block (the program's own code,
+        a simulated pthread) drives the runtime until the queue has room, which is what brpc's
+        sleeping pusher waits for; a worker (a bthread, a remained callback, a timer callback
+        inside ``step``) cannot give up its turn, so the queue grows past its capacity instead.
+        """
+        rt = self.runtime
+        while not queue.push(tid):
+            if rt.threads_mode:
+                log.warning("%s: %s is full, capacity=%d", self.label, name, queue.capacity)
+                time.sleep(0.001)
+            elif rt._can_block_in_driver():
+                rt._sim_block(lambda: len(queue) < queue.capacity, None,
+                              what=f"a push to the full {name} of {self.label}")
+            else:
+                with queue._lock:
+                    queue._items.append(tid)
+                return
+
     def ready_to_run(self, meta, nosignal: bool = False) -> None:
         """Push onto this group's ``_rq``; the caller runs on this group.
 
@@ -169,9 +195,7 @@ class TaskGroup:
         Threads mode signals other workers only for a bthread that has not started: a started
         one is pinned here and nobody else could take it.
         """
-        while not self._rq.push(meta.tid):
-            log.warning("%s: _rq is full, capacity=%d", self.label, self._rq.capacity)
-            time.sleep(0.001)
+        self._push_waiting_while_full(self._rq, "_rq", meta.tid)
         self.runtime._emit("push_rq", meta, group=self)
         if self.runtime.threads_mode:
             if nosignal:
@@ -185,23 +209,27 @@ class TaskGroup:
 
         brpc: src/bthread/task_group.cpp, TaskGroup::ready_to_run_remote
         """
-        while not self._remote_rq.push(meta.tid):
-            log.warning("%s: _remote_rq is full, capacity=%d", self.label, self._remote_rq.capacity)
-            time.sleep(0.001)
+        self._push_waiting_while_full(self._remote_rq, "_remote_rq", meta.tid)
         caller = tls_task_group()
         self.runtime._emit("push_remote_rq", meta, group=self,
                            detail=f"from {('g%d' % (caller.index + 1)) if caller else 'non-worker'}")
         if self.runtime.threads_mode:
-            if nosignal:
-                self._remote_num_nosignal += 1
-            elif meta.stack is None:
-                self.control.signal_task(1 + self._remote_num_nosignal, self)
-                self._remote_num_nosignal = 0
-            else:
-                self._pl.signal(1)  # pinned: only its home worker can run it
+            if meta.stack is not None:
+                # pinned: only its home worker can run it, so signal that worker now, NOSIGNAL or
+                # not. A NOSIGNAL push leaves its signal to a later flush, but every flush
+                # (butex_wake_n/_except -> Runtime._flush_signals, bthread_flush) signals on behalf
+                # of the *caller's* group, never this home group: a bthread woken that way from
+                # another worker sat in this _remote_rq while its worker slept (a lost wake-up:
+                # a bthread joining a child that ended on another worker hung about 1 run in 20).
+                self._pl.signal(1)
                 wake = self._wake_blocked
                 if wake is not None:
                     wake()
+            elif nosignal:
+                self._remote_num_nosignal += 1
+            else:
+                self.control.signal_task(1 + self._remote_num_nosignal, self)
+                self._remote_num_nosignal = 0
 
     def ready_to_run_general(self, meta, nosignal: bool = False) -> None:
         """Local push when the caller is this group's worker, else remote.

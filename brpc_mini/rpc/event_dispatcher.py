@@ -144,6 +144,12 @@ class EventDispatcher:
             return events
         g = tls_task_group()
         g._wake_blocked = self._wake
+        if len(g._remote_rq) or len(g._rq):
+            # A bthread pinned here that was pushed home while the hook was unset (between two
+            # polls) got no pipe write: poke the pipe so the poll returns and Run yields to it.
+            # Without this it waited for the next unrelated I/O event (found by tests/rpc: a
+            # HealthCheck bthread stopped at close never ran, and Runtime.close hung).
+            self._wake()
         try:
             return self._epoll.poll(-1, 32)
         except InterruptedError:

@@ -96,6 +96,15 @@ class RpcRuntimeState:
             if s._in_use:
                 s._health_check_interval_s = 0
                 s.SetFailed(EFAILEDSOCKET, "the runtime is closing")
+        # A main socket that failed earlier has a HealthCheck bthread asleep for seconds; setting
+        # the interval to 0 is not enough, it must be woken to see it (found by tests/rpc: a
+        # refused connect left "HealthCheck" unfinished when the runtime closed).
+        from ..bthread import bthread_join, bthread_stop
+        health_checks = [s._health_check_tid for s in self.sockets if s._health_check_tid]
+        for tid in health_checks:
+            bthread_stop(tid)
+        for tid in health_checks:
+            bthread_join(tid)
         for d in self.dispatchers:
             d.Stop()
         for d in self.dispatchers:
@@ -338,7 +347,11 @@ class Socket:
             if not self._in_use:
                 return
             self._in_use = False
-            self.version += 1        # the next life of this slot starts at an even version
+            # The next life of this slot starts at an even version. A failed socket is odd (+1);
+            # a temporary connect socket is recycled by _FinishConnect without ever failing, so
+            # it is still even (+2). A plain +1 left that slot odd, and every socket later made in
+            # it failed to Address (found by tests/rpc: the second "short" call crashed).
+            self.version += 1 if self.version & 1 else 2
         if state is not None:
             with state.lock:
                 state._free.append(self.slot)
@@ -668,6 +681,11 @@ class Socket:
         """An edge on a readable fd: start a reader unless one runs. brpc: Socket::StartInputEvent"""
         s = Socket.Address(socket_id)
         if s is None:
+            return
+        if s.on_edge_triggered_events is None:
+            # brpc: "Callback can be NULL when receiving error epoll events (Added into epoll by
+            # WaitConnected)". A temporary connect socket has no reader; a refused connect reports
+            # EPOLLERR|EPOLLHUP, which lands here (found by tests/rpc: TypeError in ProcessEvent).
             return
         with s._lock:
             s._nevent += 1

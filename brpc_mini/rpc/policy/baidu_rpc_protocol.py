@@ -688,6 +688,7 @@ def ProcessRpcRequest(msg) -> None:
     cntl._remote_side = s.remote_side
     cntl._local_side = s.local_side
     cntl._received_us = msg.received_us
+    cntl._server_socket = s.id()    # SendRpcResponse checks the connection is still this one
     if request_meta.HasField("log_id"):
         cntl.set_log_id(request_meta.log_id)
     if request_meta.HasField("timeout_ms"):
@@ -764,6 +765,17 @@ def SendRpcResponse(correlation_id, cntl, response, s, server) -> None:
 
     brpc: src/brpc/policy/baidu_rpc_protocol.cpp, SendRpcResponse
     """
+    from brpc_mini.rpc.socket import Socket
+    sid = cntl._server_socket
+    if sid is not None and Socket.Address(sid, s.runtime) is not s:
+        # The connection failed while the service ran (a delayed Echo answering after
+        # Server.Stop closed it). brpc's response holds a socket reference, so its Write just
+        # fails; here the slot may already be recycled and the object reused, and writing to it
+        # made an unconnected socket "reconnect" to the client's port (found by tests/rpc).
+        import logging
+        logging.getLogger("brpc_mini.rpc").info(
+            "Fail to write the response of cid=0x%x: its connection is gone", correlation_id)
+        return
     body = None
     attachment = b""
     if response is not None and not cntl.Failed():
