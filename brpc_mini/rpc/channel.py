@@ -17,13 +17,14 @@ Explained in: notebooks/04_channel_callmethod.ipynb
 """
 from __future__ import annotations
 
+import copy
 import errno as _errno
 import logging
 
 from ..bthread import (bthread_id_error, bthread_id_join, bthread_id_lock_and_reset_range,
                        bthread_timer_add)
 from ..bthread.context import current_runtime
-from .controller import (CONNECTION_TYPE_SINGLE, CONNECTION_TYPE_UNKNOWN, FLAGS_USED_BY_RPC,
+from .controller import (CONNECTION_TYPE_NAMES, CONNECTION_TYPE_SINGLE, CONNECTION_TYPE_UNKNOWN, FLAGS_USED_BY_RPC,
                          UNSET_MAGIC_NUM, Controller, StringToConnectionType)
 from .errors import EBACKUPREQUEST, ECANCELED, EREQUEST, ERPCTIMEDOUT
 from .flags import FLAGS
@@ -141,6 +142,9 @@ class Channel:
             return _errno.EINVAL
         if ctype == CONNECTION_TYPE_UNKNOWN:
             ctype = CONNECTION_TYPE_SINGLE
+        # brpc copies the options and writes the resolved connection type into its copy
+        opts = copy.copy(opts)
+        opts.connection_type = CONNECTION_TYPE_NAMES[ctype]
         self._options = opts
         self._connection_type = ctype
         self._runtime = current_runtime()

@@ -144,7 +144,7 @@ class Controller:
         self._max_retry = UNSET_MAGIC_NUM
         self._timeout_ms = UNSET_MAGIC_NUM
         self._backup_request_ms = UNSET_MAGIC_NUM
-        self._connect_timeout_ms = 200
+        self._connect_timeout_ms = UNSET_MAGIC_NUM
         self._real_timeout_ms = UNSET_MAGIC_NUM
         self._deadline_us = -1
         self._timeout_id = 0
