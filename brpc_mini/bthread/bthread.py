@@ -30,11 +30,6 @@ def _check_start_args(fn, attr):
     return attr
 
 
-def _worker_group():
-    g = tls_task_group()
-    return g
-
-
 def bthread_start_background(fn, *args, attr: BthreadAttr | None = None) -> int:
     """Start a bthread running ``fn(*args)``; the caller keeps running. Returns its tid.
 
@@ -44,16 +39,7 @@ def bthread_start_background(fn, *args, attr: BthreadAttr | None = None) -> int:
     (the program's main code, a plain thread, a timer callback) through ``start_from_non_worker``
     into a random group's ``_remote_rq``. The TaskControl is created by the first such start.
     """
-    attr = _check_start_args(fn, attr)
-    g = _worker_group()
-    if g is None:
-        return current_runtime().start_from_non_worker(fn, args, attr)
-    rt = g.runtime
-    meta = rt._new_meta(fn, args, attr)
-    cur = g._cur_meta
-    rt._emit("create", meta, f"{meta.name} from {'main task' if cur.is_main else 'b%d' % cur.seq}", group=g)
-    g.ready_to_run(meta, bool(attr.flags & BTHREAD_NOSIGNAL))
-    return meta.tid
+    return _start(fn, args, attr, urgent=False)
 
 
 def bthread_start_urgent(fn, *args, attr: BthreadAttr | None = None) -> int:
@@ -61,15 +47,25 @@ def bthread_start_urgent(fn, *args, attr: BthreadAttr | None = None) -> int:
 
     brpc: src/bthread/bthread.cpp, bthread_start_urgent (TaskGroup::start_foreground)
     """
+    return _start(fn, args, attr, urgent=True)
+
+
+def _start(fn, args, attr, urgent: bool) -> int:
+    """From a worker: a new TaskMeta, queued (background) or run now (urgent); else from a
+    non-worker, always through ``start_from_non_worker``."""
     attr = _check_start_args(fn, attr)
-    g = _worker_group()
+    g = tls_task_group()
     if g is None:
         return current_runtime().start_from_non_worker(fn, args, attr)
     rt = g.runtime
     meta = rt._new_meta(fn, args, attr)
     cur = g._cur_meta
-    rt._emit("create", meta, f"{meta.name} urgent from {'main task' if cur.is_main else 'b%d' % cur.seq}", group=g)
-    g.start_foreground(meta)
+    rt._emit("create", meta, f"{meta.name} {'urgent ' if urgent else ''}from "
+                             f"{'main task' if cur.is_main else 'b%d' % cur.seq}", group=g)
+    if urgent:
+        g.start_foreground(meta)
+    else:
+        g.ready_to_run(meta, bool(attr.flags & BTHREAD_NOSIGNAL))
     return meta.tid
 
 

@@ -292,6 +292,22 @@ def bthread_id_trylock(id_value: int, pdata=None) -> int:
         return 0
 
 
+def _acquire_locked(id_value: int):
+    """``(meta, 0)`` with ``meta.mutex`` held, when ``id_value`` is a valid version of a locked Id;
+    otherwise ``(None, EINVAL)`` for a dead version or ``(None, EPERM)`` when it is not locked."""
+    meta = _address(id_value)
+    if meta is None:
+        return None, EINVAL
+    meta.mutex.acquire()
+    if not meta.has_version(get_version(id_value)):
+        meta.mutex.release()
+        return None, EINVAL
+    if meta.butex.value == meta.first_ver:
+        meta.mutex.release()
+        return None, EPERM
+    return meta, 0
+
+
 def _run_on_error(meta, pending: PendingError, data) -> int:
     if meta.on_error2 is not None:
         return meta.on_error2(pending.id, data, pending.error_code, pending.error_text or "")
@@ -305,16 +321,9 @@ def bthread_id_unlock(id_value: int) -> int:
 
     EINVAL for a dead version, EPERM if not locked. A contended unlock wakes one waiter.
     """
-    meta = _address(id_value)
+    meta, rc = _acquire_locked(id_value)
     if meta is None:
-        return EINVAL
-    meta.mutex.acquire()
-    if not meta.has_version(get_version(id_value)):
-        meta.mutex.release()
-        return EINVAL
-    if meta.butex.value == meta.first_ver:
-        meta.mutex.release()
-        return EPERM
+        return rc
     if meta.pending_q:
         pending = meta.pending_q.popleft()
         data = meta.data
@@ -336,16 +345,9 @@ def bthread_id_unlock_and_destroy(id_value: int) -> int:
 
     Pending errors are dropped. Lockers get EINVAL; ``bthread_id_join`` returns.
     """
-    meta = _address(id_value)
+    meta, rc = _acquire_locked(id_value)
     if meta is None:
-        return EINVAL
-    meta.mutex.acquire()
-    if not meta.has_version(get_version(id_value)):
-        meta.mutex.release()
-        return EINVAL
-    if meta.butex.value == meta.first_ver:
-        meta.mutex.release()
-        return EPERM
+        return rc
     end = meta.end_ver()
     meta.first_ver = end
     meta.locked_ver = end
@@ -365,16 +367,9 @@ def bthread_id_about_to_destroy(id_value: int) -> int:
 
     brpc: src/bthread/id.cpp, bthread_id_about_to_destroy
     """
-    meta = _address(id_value)
+    meta, rc = _acquire_locked(id_value)
     if meta is None:
-        return EINVAL
-    meta.mutex.acquire()
-    if not meta.has_version(get_version(id_value)):
-        meta.mutex.release()
-        return EINVAL
-    if meta.butex.value == meta.first_ver:
-        meta.mutex.release()
-        return EPERM
+        return rc
     contended = meta.butex.value == meta.contended_ver()
     meta.butex.value = meta.unlockable_ver()
     meta.mutex.release()

@@ -14,6 +14,8 @@ from __future__ import annotations
 import threading
 from collections import deque
 
+from .work_stealing_queue import take_oldest
+
 
 class RemoteTaskQueue:
     """FIFO of tids pushed from outside the owning worker."""
@@ -35,15 +37,7 @@ class RemoteTaskQueue:
     def pop(self, accept=None) -> int:
         """The oldest tid (that ``accept`` allows), or 0."""
         with self._lock:
-            if not self._items:
-                return 0
-            if accept is None:
-                return self._items.popleft()
-            for i, tid in enumerate(self._items):
-                if accept(tid):
-                    del self._items[i]
-                    return tid
-            return 0
+            return take_oldest(self._items, accept)
 
     def __len__(self) -> int:
         return len(self._items)

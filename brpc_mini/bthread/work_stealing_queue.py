@@ -18,6 +18,20 @@ import threading
 from collections import deque
 
 
+def take_oldest(items: deque, accept) -> int:
+    """Remove and return the oldest tid of ``items`` that ``accept`` allows (any, when None); 0 if
+    none. The caller holds the queue's lock."""
+    if not items:
+        return 0
+    if accept is None:
+        return items.popleft()
+    for i, tid in enumerate(items):
+        if accept(tid):
+            del items[i]
+            return tid
+    return 0
+
+
 class WorkStealingQueue:
     """Owner LIFO at the bottom, thieves FIFO at the top."""
 
@@ -44,15 +58,7 @@ class WorkStealingQueue:
     def steal(self, accept=None) -> int:
         """A thief's take: the oldest tid (that ``accept`` allows), or 0."""
         with self._lock:
-            if not self._items:
-                return 0
-            if accept is None:
-                return self._items.popleft()
-            for i, tid in enumerate(self._items):
-                if accept(tid):
-                    del self._items[i]
-                    return tid
-            return 0
+            return take_oldest(self._items, accept)
 
     def __len__(self) -> int:
         return len(self._items)
