@@ -98,10 +98,11 @@ def task_runner(meta) -> None:
         with meta.version_lock:
             version = meta.version_butex.value + 1
             meta.version_butex.value = version if version <= 0xFFFFFFFF else 1
-        rt._emit("end", meta, group=g)
-        butex_wake_except(meta.version_butex, 0)
+        # cleared before the wake: a joiner woken on another worker must already see it ended
         meta.fn = None
         meta.args = ()
+        rt._emit("end", meta, group=g)
+        butex_wake_except(meta.version_butex, 0)
         meta = g.ending_sched(meta)
 
 
