@@ -2,9 +2,13 @@
 
 Every test here runs under :func:`_no_leftovers`, which fails the test if it leaves anything
 behind: a thread (a worker ``bthread_worker_N``, the ``TimerThread``, a plain thread the test
-started), a greenlet that is still suspended, a runtime that is still current, or the lazily made
-default runtime. A watchdog dumps every thread's stack and ends the run if one test hangs, so a
-lost wake-up in threads mode shows where it is stuck instead of blocking CI.
+started), a greenlet the runtime made that is still suspended, a runtime that is still current, or
+the lazily made default runtime. A watchdog dumps every thread's stack and ends the run if one test
+hangs, so a lost wake-up in threads mode shows where it is stuck instead of blocking CI.
+
+Greenlets are tracked where the runtime makes them (three call sites of ``greenlet.greenlet``);
+scanning the whole heap after every test cost a third of the suite's time, so that scan runs once,
+at the end of the session, as a backstop for greenlets made some other way.
 
 ``mode`` parametrizes a test over the two modes; ``rt`` is a fresh 4-group runtime in that mode,
 closed (and checked for unfinished bthreads and uncaught errors) after the test.
@@ -24,6 +28,8 @@ import pytest
 
 from brpc_mini.bthread import Runtime
 from brpc_mini.bthread import context as bthread_context
+from brpc_mini.bthread import runtime as runtime_module
+from brpc_mini.bthread import task_group as task_group_module
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # bthread_helpers, any import mode
 from bthread_helpers import close_checked  # noqa: E402
@@ -45,24 +51,47 @@ def pytest_collection_modifyitems(config, items):
                 "error::brpc_mini.bthread.runtime.UnfinishedBthreadWarning"))
 
 
-def _active_greenlets(collect: bool = False) -> list:
-    """Greenlets that have started and not finished, other than each thread's main greenlet."""
-    if collect:
-        gc.collect()
+class _GreenletTracker:
+    """Stands in for the ``greenlet`` module inside the runtime's modules: the same module, except
+    that every greenlet made through ``greenlet.greenlet(...)`` is remembered (weakly)."""
+
+    def __init__(self, real):
+        self._real = real
+        self.made = weakref.WeakSet()
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def greenlet(self, *args, **kwargs):
+        g = self._real.greenlet(*args, **kwargs)
+        self.made.add(g)
+        return g
+
+    def active(self) -> list:
+        """Greenlets made here that started and have not finished."""
+        return [g for g in list(self.made) if g]
+
+
+def _active_greenlets_on_the_heap() -> list:
+    gc.collect()
     return [g for g in gc.get_objects()
             if isinstance(g, greenlet.greenlet) and g and g.parent is not None]
 
 
-#: active greenlets that existed before the first test here (or were already reported): one scan
-#: of the heap per test is enough, and a leak fails only the test that made it
-_known_greenlets = None
+@pytest.fixture(scope="session", autouse=True)
+def _no_greenlet_left_on_the_heap():
+    before = weakref.WeakSet(_active_greenlets_on_the_heap())
+    yield
+    leaked = [g for g in _active_greenlets_on_the_heap() if g not in before]
+    assert not leaked, f"greenlets left suspended by the bthread tests: {leaked[:5]}"
 
 
 @pytest.fixture(autouse=True)
-def _no_leftovers():
-    global _known_greenlets
-    if _known_greenlets is None:
-        _known_greenlets = weakref.WeakSet(_active_greenlets(collect=True))
+def _no_leftovers(monkeypatch):
+    tracker = _GreenletTracker(greenlet)
+    for module in (runtime_module, task_group_module):
+        assert module.greenlet is greenlet, f"{module.__name__} no longer imports greenlet as a module"
+        monkeypatch.setattr(module, "greenlet", tracker)
     threads_before = set(threading.enumerate())
     default_before = bthread_context._default["runtime"]
     stack_before = list(bthread_context._runtime_stack)
@@ -85,11 +114,9 @@ def _no_leftovers():
     assert bthread_context._runtime_stack == stack_before, "a runtime is still current after the test"
     assert bthread_context._default["runtime"] is default_before, \
         "the test used the bthread API outside any `with Runtime(...)` and made the default runtime"
-    leaked = [g for g in _active_greenlets() if g not in _known_greenlets]
-    if leaked:   # maybe garbage that a collection would end: look again after one
-        del leaked
-        leaked = [g for g in _active_greenlets(collect=True) if g not in _known_greenlets]
-        _known_greenlets.update(leaked)
+    if tracker.active():          # maybe garbage that a collection would end: look again after one
+        gc.collect()
+    leaked = tracker.active()
     assert not leaked, f"greenlets left suspended after the test: {leaked[:5]}"
 
 

@@ -300,6 +300,24 @@ def test_close_with_a_bthread_that_never_ends_warns_and_leaves_no_threads(mode):
     rt.close()                                      # closing twice is harmless
 
 
+def test_close_does_not_call_a_bthread_still_running_unfinished():
+    # regression: threads mode counted the live bthreads before stopping the workers, so one that
+    # was busy when close() began was reported as "never ended" although its worker finished it
+    with Runtime(concurrency=4, mode="threads") as rt:
+        started = threading.Event()
+        done = []
+
+        def busy():
+            started.set()
+            time.sleep(0.05)          # blocks its worker's OS thread for a while
+            done.append(True)
+
+        bthread_start_background(busy)
+        assert started.wait(10)
+        close_checked(rt)
+    assert done == [True] and rt.unfinished == []
+
+
 def test_close_names_an_unfinished_simulated_pthread():
     rt = Runtime(concurrency=4, mode="deterministic")
     with rt:
