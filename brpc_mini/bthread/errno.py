@@ -18,4 +18,5 @@ _NAMES = {0: "OK", EAGAIN: "EWOULDBLOCK", EBUSY: "EBUSY", EINTR: "EINTR", EINVAL
 
 def errno_name(code: int) -> str:
     """Name of a return code, for printing: ``errno_name(22) == "EINVAL"``."""
-    return _NAMES.get(code, str(code))
+    import errno as _errno
+    return _NAMES.get(code) or _errno.errorcode.get(code, str(code))

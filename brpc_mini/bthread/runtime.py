@@ -21,6 +21,14 @@ act on ``rt``; outside any ``with``, a default runtime in threads mode is made o
     (``bthread_join`` from the notebook, say) drives the simulation until it can return;
     ``rt.start_pthread(fn)`` makes a simulated plain thread whose blocking calls pause only it.
 
+    ``switch_budget`` is how many bthreads one group's turn may run: with 1 (the default, the
+    finest steps) a finished bthread always returns to the main task, so brpc's direct hand-over
+    of a stack in ``ending_sched`` shows only with 2 or more. ``io_wait_ms`` is the real time an
+    idle deterministic runtime waits for a peer outside it (a server in another process) before it
+    moves its clock to the next timer: an answer slower than that meets a virtual deadline first,
+    so against such peers raise it or use threads mode; peers inside (same runtime, or
+    ``add_peer``) never need it.
+
 Explained in: notebooks/01_scheduler.ipynb
 """
 from __future__ import annotations
@@ -225,7 +233,11 @@ class Runtime:
 
     # -- instruments ---------------------------------------------------------------------------
     def add_instrument(self, fn) -> None:
-        """Call ``fn(event)`` for every :class:`TraceEvent` from now on."""
+        """Call ``fn(event)`` for every :class:`TraceEvent` from now on.
+
+        An instrument runs inside the scheduler, often between a switch and its remained callback:
+        it may read anything and record what it likes, but must not block, switch or wake a
+        waiter (a wake from there would try to switch and finds the remained slot taken)."""
         if not callable(fn):
             raise TypeError("an instrument must be callable with one TraceEvent")
         self._instruments.append(fn)
@@ -650,7 +662,8 @@ class Runtime:
                              f"_rq={[self._label_tid(t) for t in g._rq]} "
                              f"_remote_rq={[self._label_tid(t) for t in g._remote_rq]}")
         for m in self.live_bthreads():
-            state = "not started" if m.stack is None else ("waiting" if m.current_waiter else "runnable/running")
+            state = ("not started" if m.stack is None else "waiting" if m.current_waiter else
+                     "sleeping" if m.current_sleep else "runnable/running")
             lines.append(f"  {m.label}: {state}")
         for p in self._pthreads:
             lines.append(f"  pthread {p.name}: {'blocked' if p.wait_pred else 'runnable'}")

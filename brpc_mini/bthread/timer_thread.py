@@ -96,13 +96,16 @@ class TimerThread:
             task = self._tasks[slot]
             if task.version == version:
                 task.version += 2
+                name = task.name
                 task.fn = task.arg = None
                 self._free.append(slot)
                 self.nscheduled -= 1
-                return 0
-            if task.version == version + 1:
+            elif task.version == version + 1:
                 return 1
-            return -1
+            else:
+                return -1
+        self.runtime._emit("timer_del", None, f"{name} removed before it ran")
+        return 0
 
     # -- running -------------------------------------------------------------------------------
     def next_run_time(self):

@@ -389,7 +389,7 @@ class Controller:
                 self._unfinished_call.OnComplete(self, self._error_code, info.responded, False)
                 self._unfinished_call = None
             # a stale try: restore the error the RPC had, drop what it brought
-            rt._emit("stale", None, f"cid=0x{info.id:x} ignored (current 0x{self.current_id():x})")
+            rt._emit("stale", rt._current_meta(), f"cid=0x{info.id:x} ignored (current 0x{self.current_id():x})")
             self._error_code = saved_error
             self._response_attachment.clear()
             bthread_id_unlock(info.id)
@@ -413,7 +413,7 @@ class Controller:
                 self._unfinished_call = Call(self._current_call)
                 self._current_call.nretry += 1
                 self._flags |= FLAGS_BACKUP_REQUEST
-                rt._emit("backup_request", None, f"try {self._current_call.nretry}")
+                rt._emit("backup_request", rt._current_meta(), f"try {self._current_call.nretry}")
                 return self.IssueRPC(rt.gettimeofday_us())
             policy = self._retry_policy or DefaultRetryPolicy
             if policy.DoRetry(self):
@@ -422,7 +422,7 @@ class Controller:
                 self._current_call.OnComplete(self, self._error_code, info.responded, False)
                 self._current_call.nretry += 1
                 self._response_attachment.clear()
-                rt._emit("retry", None, f"try {self._current_call.nretry} after [E{self._error_code}]")
+                rt._emit("retry", rt._current_meta(), f"try {self._current_call.nretry} after [E{self._error_code}]")
                 return self.IssueRPC(rt.gettimeofday_us())
         return self._EndOrSpawn(info, new_bthread)
 

@@ -118,7 +118,7 @@ class InputMessenger:
                 read_eof = True
                 s.read_eof = True
             else:
-                rt._emit("read", None, f"{s.label}: {nr} bytes")
+                rt._emit("read", rt._current_meta(), f"{s.label}: {nr} bytes")
             # cut everything this read completed; all but the last go to new bthreads
             last_msg = None
             nbthreads = 0
@@ -145,7 +145,7 @@ class InputMessenger:
             if nbthreads:
                 bthread_flush()
             if last_msg is not None:
-                rt._emit("process_in_place", None, f"message {last_msg.number} of {s.label}")
+                rt._emit("process_in_place", rt._current_meta(), f"message {last_msg.number} of {s.label}")
                 ProcessInputMessage(last_msg)
             if failed:
                 return

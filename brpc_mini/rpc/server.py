@@ -71,7 +71,10 @@ class Acceptor:
                                 on_edge_triggered_events=server._messenger.OnNewMessages,
                                 runtime=server.runtime)
             s = Socket.Address(sid, server.runtime)
-            server.runtime._emit("accept", None, f"{s.label}")
+            # threads mode: the fd is in epoll from Create on, so another worker may already have
+            # read EOF and failed (recycled) it; Address is then None (found by tests/rpc:
+            # AttributeError here when a client closed right after connecting).
+            server.runtime._emit("accept", None, f"Socket {sid & 0xFFFFFFFF}")
             self.connections.append(sid)
             if not server.IsRunning() and s is not None:
                 s.SetFailed(ELOGOFF, "Server is stopping")

@@ -325,7 +325,7 @@ class Socket:
         return 0
 
     def runtime_emit(self, kind, detail):
-        self.runtime._emit(kind, None, detail)
+        self.runtime._emit(kind, self.runtime._current_meta(), detail)
 
     def _close_fd(self) -> None:
         fd = self.fd
@@ -689,8 +689,9 @@ class Socket:
             return
         with s._lock:
             s._nevent += 1
-            first = s._nevent == 1
-        if not first:
+            nevent = s._nevent
+        if nevent != 1:
+            s.runtime_emit("input_event", f"{s.label}: _nevent={nevent}, a reader is already running")
             return
         attr = BthreadAttr(name="ProcessEvent")
         if FLAGS.event_dispatcher_edisp_unsched:

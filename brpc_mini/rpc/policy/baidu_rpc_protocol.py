@@ -638,7 +638,7 @@ def ProcessRpcResponse(msg) -> None:
     pdata = []
     rc = bthread_id_lock(cid, pdata)
     if rc != 0:
-        rt._emit("drop_response", None, f"cid=0x{cid:x}: bthread_id_lock returned {rc}")
+        rt._emit("drop_response", rt._current_meta(), f"cid=0x{cid:x}: bthread_id_lock returned {rc}")
         return
     cntl = pdata[0]
     rt.checkpoint("ProcessRpcResponse", f"cid=0x{cid:x} locked")
