@@ -5,6 +5,7 @@ golden frames, a blocking frame reader for raw sockets, and small waiting helper
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import struct
@@ -68,6 +69,47 @@ def echo(channel, message: str = "hello world", attachment: bytes = b"", cntl: C
         cntl.request_attachment().append(attachment)
     response = EchoService_Stub(channel).Echo(cntl, echo_pb2.EchoRequest(message=message), done)
     return cntl, response
+
+
+def stubs_for_unknown_names() -> dict:
+    """Stubs for names the server does not serve, built as real protobuf descriptors in a private
+    pool: ``example.EchoService`` with an extra method ``NoSuchMethod``, a dotted unknown service
+    ``example.NoSuchService`` and an undotted one, ``NoSuchService``."""
+    from google.protobuf import descriptor_pb2, descriptor_pool
+
+    pool = descriptor_pool.DescriptorPool()
+    messages = descriptor_pb2.FileDescriptorProto()
+    echo_pb2.DESCRIPTOR.CopyToProto(messages)
+    messages.name = "echo_messages.proto"
+    messages.ClearField("service")
+    pool.AddSerializedFile(messages.SerializeToString())
+
+    def add_service(file_proto, name, methods):
+        service = file_proto.service.add(name=name)
+        for method in methods:
+            service.method.add(name=method, input_type=".example.EchoRequest",
+                               output_type=".example.EchoResponse")
+
+    dotted = descriptor_pb2.FileDescriptorProto(name="more_services.proto", package="example",
+                                                dependency=["echo_messages.proto"])
+    add_service(dotted, "EchoService", ["Echo", "NoSuchMethod"])
+    add_service(dotted, "NoSuchService", ["Echo"])
+    pool.AddSerializedFile(dotted.SerializeToString())
+    undotted = descriptor_pb2.FileDescriptorProto(name="undotted.proto", dependency=["echo_messages.proto"])
+    add_service(undotted, "NoSuchService", ["Echo"])
+    pool.AddSerializedFile(undotted.SerializeToString())
+    return {name: make_stub(pool.FindServiceByName(name))
+            for name in ("example.EchoService", "example.NoSuchService", "NoSuchService")}
+
+
+@contextlib.contextmanager
+def rpc_runtime(mode: str = "deterministic", **options):
+    """A runtime for a test that needs more than one (the ``rt`` fixture gives one per test):
+    current inside the ``with``, then closed and checked like ``rt``."""
+    runtime = Runtime(concurrency=options.pop("concurrency", 4), mode=mode, **options)
+    with runtime:
+        yield runtime
+        close_checked(runtime)
 
 
 def close_checked(rt: Runtime) -> None:

@@ -13,7 +13,7 @@ from brpc_mini.bthread import bthread_join, bthread_self, bthread_start_backgrou
 from brpc_mini.echo_server import EchoServer
 from brpc_mini.proto import echo_pb2
 from brpc_mini.rpc import Channel, ChannelOptions, Controller, rpc_state
-from rpc_helpers import EchoService_Stub, echo
+from rpc_helpers import EchoService_Stub, echo, rpc_runtime, stubs_for_unknown_names
 
 
 def connect(server_or_port, **options) -> Channel:
@@ -123,8 +123,7 @@ def test_async_calls_from_a_bthread_overlap(rt, echo_server):
     assert finished == {i: f"m{i}" for i in range(5)}
 
 
-def test_async_failure_still_runs_done(rt, echo_server):
-    channel = connect(echo_server)
+def test_async_failure_still_runs_done(rt):
     cntl = Controller()
     cntl.set_timeout_ms(50)
     codes = []
@@ -293,37 +292,6 @@ def test_many_bthreads_share_one_connection(rt, echo_server):
 
 # -- unknown service or method ------------------------------------------------------------------
 
-def _stubs_for_unknown_names():
-    """Stubs for names the server does not serve, built as real protobuf descriptors in a private
-    pool: ``example.EchoService`` with an extra method ``NoSuchMethod``, a dotted unknown service
-    ``example.NoSuchService`` and an undotted one, ``NoSuchService``."""
-    from google.protobuf import descriptor_pb2, descriptor_pool
-
-    pool = descriptor_pool.DescriptorPool()
-    messages = descriptor_pb2.FileDescriptorProto()
-    echo_pb2.DESCRIPTOR.CopyToProto(messages)
-    messages.name = "echo_messages.proto"
-    messages.ClearField("service")
-    pool.AddSerializedFile(messages.SerializeToString())
-
-    def add_service(file_proto, name, methods):
-        service = file_proto.service.add(name=name)
-        for method in methods:
-            service.method.add(name=method, input_type=".example.EchoRequest",
-                               output_type=".example.EchoResponse")
-
-    dotted = descriptor_pb2.FileDescriptorProto(name="more_services.proto", package="example",
-                                                dependency=["echo_messages.proto"])
-    add_service(dotted, "EchoService", ["Echo", "NoSuchMethod"])
-    add_service(dotted, "NoSuchService", ["Echo"])
-    pool.AddSerializedFile(dotted.SerializeToString())
-    undotted = descriptor_pb2.FileDescriptorProto(name="undotted.proto", dependency=["echo_messages.proto"])
-    add_service(undotted, "NoSuchService", ["Echo"])
-    pool.AddSerializedFile(undotted.SerializeToString())
-    return {name: rpc.make_stub(pool.FindServiceByName(name))
-            for name in ("example.EchoService", "example.NoSuchService", "NoSuchService")}
-
-
 def _call(stub_class, channel, method_name: str):
     from google.protobuf import message_factory
     method = stub_class.DESCRIPTOR.methods_by_name[method_name]
@@ -341,7 +309,7 @@ def _call(stub_class, channel, method_name: str):
     ("NoSuchService", "Echo", rpc.errors.ENOSERVICE, "Fail to find service=NoSuchService"),
 ])
 def test_unknown_method_or_service(rt, echo_server, service, method, code, text):
-    stubs = _stubs_for_unknown_names()
+    stubs = stubs_for_unknown_names()
     channel = connect(echo_server)
     cntl, _ = _call(stubs[service], channel, method)
     assert cntl.Failed()
@@ -356,3 +324,41 @@ def test_unknown_method_or_service(rt, echo_server, service, method, code, text)
     assert not cntl.Failed(), cntl.ErrorText()
     assert response.message == "hello world"
     assert accepted(echo_server) == 1
+
+
+# -- a server in a runtime of its own -----------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["deterministic"])      # peers link two deterministic runtimes
+def test_peer_server_in_its_own_deterministic_runtime(rt):
+    """``EchoServer(peer_of=rt)``: the server's bthreads and sockets live in a second runtime that
+    ``rt`` drives when idle, "another process" whose schedule is still reproducible."""
+    with EchoServer(peer_of=rt) as server:
+        channel = connect(server)
+        for i in range(3):
+            cntl, response = echo(channel, f"peer {i}", attachment=b"att")
+            assert not cntl.Failed(), cntl.ErrorText()
+            assert response.message == f"peer {i}"
+            assert cntl.response_attachment().to_bytes() == b"att"
+        assert server.service.nrequests == 3
+        assert server.runtime is not rt
+        # the client's runtime holds only client sockets; the server's are in its own runtime
+        assert all(s.created_by_connect or s.fd is None for s in rpc_state(rt).live_sockets())
+    assert server.runtime.closed and not server.runtime.unfinished and not server.runtime.errors
+
+
+@pytest.mark.parametrize("peer", [False, True], ids=["same-runtime", "peer-runtime"])
+def test_deterministic_runs_over_real_sockets_repeat_exactly(peer):
+    """Same seed, same program: the same trace, event for event, although the bytes go through
+    the kernel's loopback (stable labels only: tids, groups, socket slots; never ports)."""
+    def run():
+        with rpc_runtime(seed=3) as runtime:
+            with EchoServer(peer_of=runtime if peer else None) as server:
+                channel = connect(server)
+                tids = [bthread_start_background(lambda i=i: echo(channel, f"m{i}")) for i in range(5)]
+                for tid in tids:
+                    assert bthread_join(tid) == 0
+            return [(e.kind, e.bthread, e.group, e.detail, e.now_us) for e in runtime.trace]
+
+    first = run()
+    assert any(kind == "ProcessRpcResponse" for kind, *_ in first)
+    assert run() == first

@@ -218,7 +218,6 @@ def test_log_id_reaches_the_server(rt, echo_server):
     ("no-port-here", ChannelOptions()),
     ("127.0.0.1:notaport", ChannelOptions()),
     ("127.0.0.1:70000", ChannelOptions()),
-    ("host.invalid:80", ChannelOptions()),
     (12345, ChannelOptions()),
     ("127.0.0.1:8000", "not options"),
     ("127.0.0.1:8000", ChannelOptions(protocol="http")),
@@ -226,7 +225,7 @@ def test_log_id_reaches_the_server(rt, echo_server):
     ("list://127.0.0.1:8000,127.0.0.1:8001", "no_such_lb", ChannelOptions()),
     ("file://servers.txt", "rr", ChannelOptions()),
     ("list://127.0.0.1:8000,bad", "rr", ChannelOptions()),
-], ids=["no-port", "bad-port", "port-range", "unresolvable", "not-a-str", "not-options", "protocol",
+], ids=["no-port", "bad-port", "port-range", "not-a-str", "not-options", "protocol",
         "connection-type", "load-balancer", "naming-scheme", "bad-list-entry"])
 def test_channel_init_errors_are_einval(rt, args):
     assert Channel().Init(*args) == errno.EINVAL
@@ -271,7 +270,7 @@ def test_missing_required_field_is_erequest(rt, echo_server):
     cntl = Controller()
     response = EchoService_Stub(channel).Echo(cntl, echo_pb2.EchoRequest())   # message is required
     assert cntl.ErrorCode() == EREQUEST
-    assert "Missing required fields" in cntl.ErrorText() or "message" in cntl.ErrorText()
+    assert cntl.ErrorText() == "[E1003]Missing required fields in request: message"
     assert response.message == ""
     assert echo_server.service.nrequests == 0
 

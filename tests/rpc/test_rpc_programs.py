@@ -1,0 +1,143 @@
+"""The command-line programs, run as a user would: ``python -m brpc_mini.echo_server`` and
+``python -m brpc_mini.echo_client`` (brpc's example/echo_c++ server and client), and
+``EchoServerProcess``, which tests use to get a server outside their own runtime.
+
+Every child process is stopped and reaped, even when an assertion fails.
+"""
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from brpc_mini.echo_server import EchoServerProcess
+from brpc_mini.rpc import Channel, ChannelOptions
+from rpc_helpers import echo, free_port
+
+#: generous: starting Python and importing protobuf takes a while on a busy machine
+START_TIMEOUT_S = 30
+EXIT_TIMEOUT_S = 15
+
+
+@contextlib.contextmanager
+def echo_server_program(*args: str):
+    """``python -m brpc_mini.echo_server --port 0 ...``; yields (process, port)."""
+    proc = subprocess.Popen([sys.executable, "-m", "brpc_mini.echo_server", "--port", "0", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first_line = proc.stdout.readline()
+        assert first_line.startswith("EchoServer is serving on port="), \
+            f"unexpected first line {first_line!r}; stderr: {proc.stderr.read() if proc.poll() is not None else ''}"
+        port = int(first_line.strip().rsplit("=", 1)[1])
+        assert 0 < port < 65536
+        yield proc, port
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(EXIT_TIMEOUT_S)
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def run_client(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "brpc_mini.echo_client", *args],
+                          capture_output=True, text=True, timeout=START_TIMEOUT_S)
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_server_serves_the_client_and_quits_on_a_signal(stop_signal):
+    with echo_server_program() as (proc, port):
+        # --timeout_ms: the example's 100 ms is tight for a busy test machine; nothing else changes
+        client = run_client("--server", f"127.0.0.1:{port}", "--count", "3", "--interval_ms", "10",
+                            "--timeout_ms", "5000")
+        assert client.returncode == 0, (client.stdout, client.stderr)
+        lines = client.stdout.splitlines()
+        received = [line for line in lines if line.startswith("Received response from")]
+        assert len(received) == 3, client.stdout
+        for line in received:
+            assert f"Received response from 127.0.0.1:{port} to 127.0.0.1:" in line
+            assert ": hello world (attached=) latency=" in line and line.endswith("us")
+        assert lines[-1] == "EchoClient is going to quit"
+        assert client.stderr == ""
+        proc.send_signal(stop_signal)
+        out, err = proc.communicate(timeout=EXIT_TIMEOUT_S)
+        assert proc.returncode == 0, err
+        assert out.strip().splitlines()[-1] == "EchoServer is going to quit"
+
+
+def test_client_with_attachment_and_connection_types():
+    with echo_server_program() as (proc, port):
+        for connection_type in ("single", "pooled", "short"):
+            client = run_client("--server", f"127.0.0.1:{port}", "--count", "2", "--interval_ms", "0",
+                                "--timeout_ms", "5000", "--attachment", "ATTACH-DATA",
+                                "--connection_type", connection_type)
+            assert client.returncode == 0, (client.stdout, client.stderr)
+            received = [line for line in client.stdout.splitlines() if line.startswith("Received")]
+            assert len(received) == 2 and all("(attached=ATTACH-DATA)" in line for line in received)
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=EXIT_TIMEOUT_S)
+        assert proc.returncode == 0
+
+
+def test_client_with_a_list_and_a_load_balancer():
+    with echo_server_program() as (a, port_a), echo_server_program() as (b, port_b):
+        client = run_client("--server", f"list://127.0.0.1:{port_a},127.0.0.1:{port_b}",
+                            "--load_balancer", "rr", "--count", "4", "--interval_ms", "0",
+                            "--timeout_ms", "5000")
+        assert client.returncode == 0, (client.stdout, client.stderr)
+        received = [line for line in client.stdout.splitlines() if line.startswith("Received")]
+        assert len(received) == 4
+        assert {port_a, port_b} == {int(line.split()[3].rsplit(":", 1)[1]) for line in received}
+        for proc in (a, b):
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=EXIT_TIMEOUT_S)
+            assert proc.returncode == 0
+
+
+def test_client_without_a_server_reports_failures_and_quits():
+    client = run_client("--server", f"127.0.0.1:{free_port()}", "--count", "2", "--interval_ms", "0")
+    assert client.returncode == 1                       # with --count, failures make the exit code 1
+    assert "Received" not in client.stdout
+    assert client.stdout.strip() == "EchoClient is going to quit"
+    warnings = [line for line in client.stderr.splitlines() if line.startswith("W ")]
+    assert len(warnings) == 2
+    assert all("[E111]" in line or "[E112]" in line for line in warnings)
+
+
+def test_client_rejects_a_bad_server_address():
+    client = run_client("--server", "not-an-address", "--count", "1")
+    assert client.returncode == 1
+    assert "Fail to initialize channel" in client.stderr
+
+
+def test_server_reports_a_port_it_cannot_listen_on():
+    with EchoServerProcess() as taken:
+        proc = subprocess.run([sys.executable, "-m", "brpc_mini.echo_server", "--port", str(taken.port)],
+                              capture_output=True, text=True, timeout=START_TIMEOUT_S)
+    assert proc.returncode == 1
+    assert f"Fail to listen 127.0.0.1:{taken.port}" in proc.stderr
+
+
+def test_echo_server_process_serves_a_client_runtime(rt):
+    with EchoServerProcess() as server:
+        channel = Channel()
+        assert channel.Init(f"127.0.0.1:{server.port}", ChannelOptions(timeout_ms=5_000)) == 0
+        for i in range(3):
+            cntl, response = echo(channel, f"to the process {i}", attachment=b"att")
+            assert not cntl.Failed(), cntl.ErrorText()
+            assert response.message == f"to the process {i}"
+            assert cntl.response_attachment().to_bytes() == b"att"
+        proc = server.proc
+    assert proc.returncode == 0, "SIGTERM makes the server quit cleanly"
+
+
+def test_echo_server_process_echo_attachment_flag(rt):
+    with EchoServerProcess(0, "--echo_attachment", "false") as server:
+        channel = Channel()
+        assert channel.Init(f"127.0.0.1:{server.port}", ChannelOptions(timeout_ms=5_000)) == 0
+        cntl, response = echo(channel, "x", attachment=b"att")
+        assert not cntl.Failed(), cntl.ErrorText()
+        assert cntl.response_attachment().to_bytes() == b""
