@@ -263,7 +263,11 @@ class Runtime:
 
     def pause_at(self, *kinds: str) -> None:
         """Deterministic mode: make a bthread that reaches a checkpoint of these kinds give up the
-        CPU right there, so ``run_to`` can stop the world at that point of the RPC path."""
+        CPU right there, so ``run_to`` can stop the world at that point of the RPC path.
+
+        Only bthreads and simulated pthreads can pause. Code on the TimerThread (a backup request's
+        IssueRPC, a timeout's HandleSocketFailed) runs its whole callback within one step. A paused
+        bthread is runnable again at once, so the clock does not move while it is paused."""
         self._pause_kinds = set(kinds)
 
     def checkpoint(self, kind: str, detail: str = "") -> None:
@@ -628,7 +632,12 @@ class Runtime:
             self._pthreads.remove(p)
 
     def run(self, max_steps: int | None = None) -> int:
-        """Deterministic mode: step until nothing is left to do; returns the number of steps."""
+        """Deterministic mode: step until nothing is left to do; returns the number of steps.
+
+        "Nothing left" includes timers: a bthread that sleeps in a loop (a client main socket's
+        HealthCheck after a failed connect retries every few seconds, forever) keeps this going
+        without end, since the clock jumps straight to each timer. Use ``run_until`` or
+        ``max_steps`` then."""
         n = 0
         while (max_steps is None or n < max_steps) and self.step():
             n += 1
