@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 
 from .butex import WAITER_STATE_INTERRUPTED, _run_woken_bthread, butex_wait, erase_from_butex
-from .context import current_runtime, tls_task_group
+from .context import _tls, current_runtime, tls_task_group
 from .errno import EINTR, EINVAL, EPERM, ESTOP, EWOULDBLOCK
 from .task_control import BTHREAD_MAX_CONCURRENCY, BTHREAD_MIN_CONCURRENCY
 from .task_group import BthreadExit, ready_to_run_in_worker
@@ -53,15 +53,19 @@ def bthread_start_urgent(fn, *args, attr: BthreadAttr | None = None) -> int:
 def _start(fn, args, attr, urgent: bool) -> int:
     """From a worker: a new TaskMeta, queued (background) or run now (urgent); else from a
     non-worker, always through ``start_from_non_worker``."""
-    attr = _check_start_args(fn, attr)
-    g = tls_task_group()
+    if attr is None and callable(fn):
+        attr = BTHREAD_ATTR_NORMAL
+    else:
+        attr = _check_start_args(fn, attr)
+    g = _tls.group
     if g is None:
         return current_runtime().start_from_non_worker(fn, args, attr)
     rt = g.runtime
     meta = rt._new_meta(fn, args, attr)
-    cur = g._cur_meta
-    rt._emit("create", meta, f"{meta.name} {'urgent ' if urgent else ''}from "
-                             f"{'main task' if cur.is_main else 'b%d' % cur.seq}", group=g)
+    if rt._instruments:
+        cur = g._cur_meta
+        rt._emit("create", meta, f"{meta.name} {'urgent ' if urgent else ''}from "
+                                 f"{'main task' if cur.is_main else 'b%d' % cur.seq}", group=g)
     if urgent:
         g.start_foreground(meta)
     else:
@@ -90,11 +94,13 @@ def bthread_join(tid: int) -> int:
         raise TypeError(f"tid must be an int, got {type(tid).__name__}")
     if tid == 0:
         return EINVAL
-    rt = current_runtime()
-    meta = rt.address_meta(tid)
-    if meta is None or tid == bthread_self():
+    g = _tls.group
+    rt = g.runtime if g is not None else current_runtime()
+    slot = tid & 0xFFFFFFFF                 # address_meta, inlined: hot path
+    meta = rt._metas[slot] if slot < len(rt._metas) else None
+    if meta is None or (g is not None and g._cur_meta.tid == tid and not g._cur_meta.is_main):
         return EINVAL
-    expected = get_version(tid)
+    expected = tid >> 32                    # get_version
     while meta.version_butex.value == expected:
         rc = butex_wait(meta.version_butex, expected)
         if rc not in (0, EWOULDBLOCK, EINTR):
@@ -113,7 +119,8 @@ def bthread_yield() -> int:
             time.sleep(0)
         return 0
     meta = g._cur_meta
-    g.runtime._emit("yield", meta, group=g)
+    if g.runtime._instruments:
+        g.runtime._emit("yield", meta, group=g)
     g.set_remained(ready_to_run_in_worker, meta)
     g.sched()
     return 0

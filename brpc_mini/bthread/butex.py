@@ -34,7 +34,7 @@ import threading
 import time
 from collections import deque
 
-from .context import current_runtime, tls_task_group
+from .context import _tls, current_runtime, tls_task_group
 from .errno import EINTR, ESTOP, ETIMEDOUT, EWOULDBLOCK
 
 #: waiter states (brpc: src/bthread/butex.cpp, WaiterState)
@@ -181,7 +181,7 @@ def _settle_timer(bbw, rt) -> None:
 
 def _run_woken_bthread(rt, meta, nosignal: bool, exchange: bool) -> None:
     """Make a woken bthread runnable: switch to it now, or queue it (design 2.5)."""
-    g = tls_task_group()
+    g = _tls.group
     if rt.threads_mode:
         home = meta.home_group
         if g is home:
@@ -209,7 +209,8 @@ def butex_wake(butex: Butex, nosignal: bool = False) -> int:
     A woken bthread is switched to at once when the caller is a bthread of the same group
     (``TaskGroup.exchange``), else queued on a group's ``_remote_rq``.
     """
-    _check_butex(butex)
+    if not isinstance(butex, Butex):
+        _check_butex(butex)
     with butex.waiter_lock:
         if not butex.waiters:
             return 0
@@ -219,8 +220,10 @@ def butex_wake(butex: Butex, nosignal: bool = False) -> int:
         wakeup_pthread(front)
         return 1
     rt = front.task_meta.runtime
-    _settle_timer(front, rt)
-    rt._emit("wake", front.task_meta, f"from {butex.owner or 'butex'}")
+    if front.sleep_id:
+        _settle_timer(front, rt)
+    if rt._instruments:
+        rt._emit("wake", front.task_meta, f"from {butex.owner or 'butex'}")
     _run_woken_bthread(rt, front.task_meta, nosignal, exchange=True)
     return 1
 
@@ -270,7 +273,27 @@ def butex_wake_except(butex: Butex, excluded_tid: int) -> int:
 
     brpc: src/bthread/butex.cpp, butex_wake_except
     """
-    _check_butex(butex)
+    if not isinstance(butex, Butex):
+        _check_butex(butex)
+    with butex.waiter_lock:
+        waiters = butex.waiters
+        if not waiters:
+            return 0
+        if len(waiters) == 1 and waiters[0].tid != 0 and waiters[0].tid != excluded_tid:
+            w = waiters.popleft()     # the common case: one joiner, a bthread
+            w.container = None
+            single = w
+        else:
+            single = None
+    if single is not None:
+        rt = single.task_meta.runtime
+        if single.sleep_id:
+            _settle_timer(single, rt)
+        if rt._instruments:
+            rt._emit("wake", single.task_meta, f"from {butex.owner or 'butex'}")
+        _run_woken_bthread(rt, single.task_meta, nosignal=True, exchange=False)
+        rt._flush_signals()
+        return 1
     bthread_waiters, pthread_waiters = [], []
     with butex.waiter_lock:
         kept = deque()
@@ -287,8 +310,10 @@ def butex_wake_except(butex: Butex, excluded_tid: int) -> int:
     if bthread_waiters:
         rt = bthread_waiters[0].task_meta.runtime
         for w in bthread_waiters:
-            _settle_timer(w, rt)
-            rt._emit("wake", w.task_meta, f"from {butex.owner or 'butex'}")
+            if w.sleep_id:
+                _settle_timer(w, rt)
+            if rt._instruments:
+                rt._emit("wake", w.task_meta, f"from {butex.owner or 'butex'}")
             _run_woken_bthread(rt, w.task_meta, nosignal=True, exchange=False)
         rt._flush_signals()
     return len(bthread_waiters) + len(pthread_waiters)
@@ -359,10 +384,12 @@ def wait_for_butex(bbw: ButexBthreadWaiter) -> None:
                     bbw.container = None
                     bbw.waiter_state = WAITER_STATE_TIMEDOUT
                 else:
-                    rt._emit("suspend", meta, f"on {b.owner or 'butex'} value={b.value}")
+                    if rt._instruments:
+                        rt._emit("suspend", meta, f"on {b.owner or 'butex'} value={b.value}")
                     return
             else:
-                rt._emit("suspend", meta, f"on {b.owner or 'butex'} value={b.value}")
+                if rt._instruments:
+                    rt._emit("suspend", meta, f"on {b.owner or 'butex'} value={b.value}")
                 return
     # the value changed (or we were interrupted) before we could sleep: run again soon
     tls_task_group().ready_to_run(meta)
@@ -379,14 +406,15 @@ def butex_wait(butex: Butex, expected_value: int, timeout_us: int | None = None,
     clock), EINTR when interrupted. Works from a bthread (suspends only the bthread) and from any
     other code (blocks that thread, through a ButexPthreadWaiter).
     """
-    _check_butex(butex)
+    if not isinstance(butex, Butex):
+        _check_butex(butex)
     if not isinstance(expected_value, int):
         raise TypeError(f"expected_value must be an int, got {type(expected_value).__name__}")
     if timeout_us is not None and abstime_us is not None:
         raise ValueError("pass timeout_us or abstime_us, not both")
     if butex.value != expected_value:
         return EWOULDBLOCK
-    g = tls_task_group()
+    g = _tls.group
     rt = g.runtime if g is not None else current_runtime()
     if timeout_us is not None:
         if timeout_us < 0:
@@ -402,7 +430,8 @@ def butex_wait(butex: Butex, expected_value: int, timeout_us: int | None = None,
     g.set_remained(wait_for_butex, bbw)
     g = g.sched()
     # resumed, maybe on another group (deterministic mode)
-    _settle_timer(bbw, rt)
+    if bbw.sleep_id:
+        _settle_timer(bbw, rt)
     meta.current_waiter = None
     if bbw.waiter_state == WAITER_STATE_TIMEDOUT:
         return ETIMEDOUT

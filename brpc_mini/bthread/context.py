@@ -12,7 +12,12 @@ from __future__ import annotations
 
 import threading
 
-_tls = threading.local()
+class _State(threading.local):
+    group = None      # class defaults: a plain attribute read, no getattr(..., None) per call
+    runtime = None
+
+
+_tls = _State()
 _runtime_stack: list = []
 _default = {"runtime": None}
 _default_lock = threading.Lock()
@@ -20,7 +25,7 @@ _default_lock = threading.Lock()
 
 def tls_task_group():
     """The TaskGroup running the caller, or None for non-worker code."""
-    return getattr(_tls, "group", None)
+    return _tls.group
 
 
 def set_tls_task_group(group) -> None:

@@ -10,6 +10,7 @@ the compare-then-sleep rule is unchanged.
 """
 from __future__ import annotations
 
+import itertools
 import threading
 
 
@@ -17,27 +18,37 @@ class ParkingLot:
     """A futex-like word that idle workers wait on."""
 
     def __init__(self):
+        # the word: a fresh value from an atomic counter for every signal (itertools.count's
+        # next() cannot be interrupted by a thread switch), so a signal always leaves a value no
+        # worker can have read before it, even when two signals race; bit 0 is kept apart.
+        self._numbers = itertools.count(1)
         self._pending_signal = 0
+        self._stop_bit = 0
         self._cond = threading.Condition(threading.Lock())
         self.nwaiters = 0
 
     def signal(self, num_task: int) -> int:
-        """Add ``num_task`` signals and wake up to that many sleepers; returns how many slept."""
+        """Add ``num_task`` signals and wake up to that many sleepers; returns how many slept.
+
+        No lock when nobody sleeps (the common case: every worker busy): a sleeper counts itself
+        in ``nwaiters`` *before* it compares the word, and a signaller changes the word *before* it
+        reads ``nwaiters``, so either the signaller sees the sleeper or the sleeper sees the new
+        word. brpc's futex_wake makes the same check in the kernel."""
+        self._pending_signal = next(self._numbers) << 1
+        if not self.nwaiters:
+            return 0
         with self._cond:
-            self._pending_signal += num_task << 1
             woken = min(num_task, self.nwaiters)
             if woken:
                 # Like futex_wake, count only sleepers not woken yet: a notified worker leaves
-                # ``nwaiters`` now, not when it gets the lock back. Counted until then, it was
-                # "woken" by every later signal too, so signal_task stopped at its lot and the
-                # next sleeping worker was never told (8 bthreads started for 8 workers left 2
-                # workers asleep and 2 bthreads queued behind blocked workers).
+                # ``nwaiters`` now, not when it gets the lock back; counted until then it would
+                # absorb later signals and signal_task would stop before waking the next sleeper.
                 self.nwaiters -= woken
                 self._cond.notify(woken)
             return woken
 
     def get_state(self) -> int:
-        return self._pending_signal
+        return self._pending_signal | self._stop_bit
 
     @staticmethod
     def stopped(state: int) -> bool:
@@ -46,21 +57,19 @@ class ParkingLot:
     def wait(self, expected_state: int, timeout: float | None = None) -> None:
         """Sleep unless the word has changed since ``expected_state`` was read."""
         with self._cond:
-            if self._pending_signal != expected_state:
+            self.nwaiters += 1          # counted first, compared second: see signal()
+            if self.get_state() != expected_state:
+                self.nwaiters -= 1
                 return
-            self.nwaiters += 1
             notified = False
             try:
                 notified = self._cond.wait(timeout)
             finally:
-                # timed out: still counted, so leave the count now. (A notify that raced with
-                # the timeout already took this waiter off the count; never go below 0. Only
-                # timed waits can race so, and the workers' waits have no timeout.)
                 if not notified and self.nwaiters > 0:
                     self.nwaiters -= 1
 
     def stop(self) -> None:
         with self._cond:
-            self._pending_signal |= 1
+            self._stop_bit = 1
             self.nwaiters = 0
             self._cond.notify_all()

@@ -36,6 +36,8 @@ class RemoteTaskQueue:
 
     def pop(self, accept=None) -> int:
         """The oldest tid (that ``accept`` allows), or 0."""
+        if not self._items:     # brpc: RemoteTaskQueue::pop checks empty() before locking too
+            return 0
         with self._lock:
             return take_oldest(self._items, accept)
 

@@ -351,7 +351,7 @@ class Runtime:
         meta.current_waiter = None
         meta.current_sleep = 0
         meta.interrupted = meta.stop = meta.about_to_quit = meta.sleep_failed = False
-        meta.tid = make_tid(meta.version_butex.value, meta.slot)
+        meta.tid = (meta.version_butex.value << 32) | meta.slot     # make_tid
         return meta
 
     def _free_meta(self, meta) -> None:
@@ -482,15 +482,22 @@ class Runtime:
                                "blocking is for bthreads or for the program's own code")
         if abstime_us is not None:
             self._deadlines.append(abstime_us)
+        self._check_open()
+        # step() checked once for the whole wait: same thread, driver greenlet, runtime hint
+        previous = context.set_tls_runtime(self)
+        self._stepping += 1
         try:
+            step = self._step_once     # _stepping is held for the whole wait, above
             while not pred():
                 if abstime_us is not None and self._now_us >= abstime_us:
                     return False
-                if not self.step():
+                if not step(True, True):
                     raise DeadlockError(f"{what} can never return: every bthread is blocked, no timer "
                                         f"is pending and no I/O is expected.\n{self.describe()}")
             return True
         finally:
+            self._stepping -= 1
+            context.set_tls_runtime(previous)
             if abstime_us is not None:
                 self._deadlines.remove(abstime_us)
 
@@ -558,12 +565,13 @@ class Runtime:
 
     def _step_once(self, advance_clock: bool, io_wait: bool) -> bool:
         tt = self.timer_thread
-        if tt is not None and tt.run_due(self._now_us, limit=1):
+        if tt is not None and tt._heap and tt.run_due(self._now_us, limit=1):
             return True
-        for p in self._pthreads:
-            if p.runnable(self._now_us):
-                self._run_pthread(p)
-                return True
+        if self._pthreads:
+            for p in self._pthreads:
+                if p.runnable(self._now_us):
+                    self._run_pthread(p)
+                    return True
         tc = self.task_control
         if tc is not None:
             groups = tc._groups
@@ -611,13 +619,15 @@ class Runtime:
 
     def _run_turn(self, g) -> bool:
         g._budget = self.switch_budget
-        if g._main_meta.stack is None:
-            g._main_meta.stack = greenlet.greenlet(g._deterministic_main, parent=self._driver_greenlet)
-        set_tls_task_group(g)
+        stack = g._main_meta.stack
+        if stack is None:
+            stack = g._main_meta.stack = greenlet.greenlet(g._deterministic_main, parent=self._driver_greenlet)
+        tls = context._tls
+        tls.group = g
         try:
-            return bool(g._main_meta.stack.switch())
+            return stack.switch()
         finally:
-            set_tls_task_group(None)
+            tls.group = None
 
     def _run_pthread(self, p) -> None:
         self._current_pthread = p

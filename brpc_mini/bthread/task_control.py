@@ -110,9 +110,10 @@ class TaskControl:
         for _ in range(n):
             victim = groups[seed % n]
             seed += offset
-            tid = victim._rq.steal(accept)
+            # peek without the lock first, as brpc's steal and RemoteTaskQueue::pop do
+            tid = victim._rq.steal(accept) if victim._rq._items else 0
             where = "_rq"
-            if not tid:
+            if not tid and victim._remote_rq._items:
                 tid = victim._remote_rq.pop(accept)
                 where = "_remote_rq"
             if tid:

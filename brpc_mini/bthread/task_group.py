@@ -34,7 +34,7 @@ import time
 
 import greenlet
 
-from .context import set_tls_task_group, tls_task_group
+from .context import _tls, set_tls_task_group, tls_task_group
 from .parking_lot import ParkingLot
 from .remote_task_queue import RemoteTaskQueue
 from .task_meta import BTHREAD_NOSIGNAL, TaskMeta, get_slot
@@ -52,7 +52,7 @@ def ready_to_run_in_worker(meta) -> None:
 
     brpc: src/bthread/task_group.cpp, TaskGroup::ready_to_run_in_worker
     """
-    tls_task_group().ready_to_run(meta)
+    _tls.group.ready_to_run(meta)
 
 
 def ready_to_run_in_worker_ignoresignal(meta) -> None:
@@ -66,7 +66,7 @@ def _release_last_context(arg) -> None:
     brpc: src/bthread/task_group.cpp, TaskGroup::_release_last_context
     """
     meta, stack = arg
-    g = tls_task_group()
+    g = _tls.group
     if stack is not None:
         g._stack_pool.append(stack)
     meta.runtime._free_meta(meta)
@@ -94,14 +94,15 @@ def task_runner(meta) -> None:
             raise
         except BaseException as exc:  # a bthread's exception must not kill its worker
             rt._on_uncaught(meta, exc)
-        g = tls_task_group()
+        g = _tls.group
         with meta.version_lock:
             version = meta.version_butex.value + 1
             meta.version_butex.value = version if version <= 0xFFFFFFFF else 1
         # cleared before the wake: a joiner woken on another worker must already see it ended
         meta.fn = None
         meta.args = ()
-        rt._emit("end", meta, group=g)
+        if rt._instruments:
+            rt._emit("end", meta, group=g)
         butex_wake_except(meta.version_butex, 0)
         meta = g.ending_sched(meta)
 
@@ -196,12 +197,17 @@ class TaskGroup:
         Threads mode signals other workers only for a bthread that has not started: a started
         one is pinned here and nobody else could take it.
         """
-        self._push_waiting_while_full(self._rq, "_rq", meta.tid)
-        self.runtime._emit("push_rq", meta, group=self)
-        if self.runtime.threads_mode:
-            if nosignal:
+        rt = self.runtime
+        if not self._rq.push(meta.tid):
+            self._push_waiting_while_full(self._rq, "_rq", meta.tid)
+        if rt._instruments:
+            rt._emit("push_rq", meta, group=self)
+        if rt.threads_mode:
+            if meta.stack is not None:
+                pass            # started: pinned here, no other worker could take it
+            elif nosignal:
                 self._num_nosignal += 1
-            elif meta.stack is None:
+            else:
                 self.control.signal_task(1 + self._num_nosignal, self)
                 self._num_nosignal = 0
 
@@ -210,10 +216,12 @@ class TaskGroup:
 
         brpc: src/bthread/task_group.cpp, TaskGroup::ready_to_run_remote
         """
-        self._push_waiting_while_full(self._remote_rq, "_remote_rq", meta.tid)
-        caller = tls_task_group()
-        self.runtime._emit("push_remote_rq", meta, group=self,
-                           detail=f"from {('g%d' % (caller.index + 1)) if caller else 'non-worker'}")
+        if not self._remote_rq.push(meta.tid):
+            self._push_waiting_while_full(self._remote_rq, "_remote_rq", meta.tid)
+        if self.runtime._instruments:
+            caller = tls_task_group()
+            self.runtime._emit("push_remote_rq", meta, group=self,
+                               detail=f"from {('g%d' % (caller.index + 1)) if caller else 'non-worker'}")
         if self.runtime.threads_mode:
             if meta.stack is not None:
                 # pinned: only its home worker can run it, so signal that worker now, NOSIGNAL or
@@ -257,7 +265,8 @@ class TaskGroup:
         """
         tid = self._remote_rq.pop()
         if tid:
-            self.runtime._emit("pop_remote_rq", self._meta_of(tid), group=self)
+            if self.runtime._instruments:
+                self.runtime._emit("pop_remote_rq", self._meta_of(tid), group=self)
             return tid
         self._last_pl_state = self._pl.get_state()
         return self.control.steal_task(self)
@@ -283,13 +292,14 @@ class TaskGroup:
                 return self._main_meta
         tid = self._rq.pop()
         if tid:
-            meta = self._meta_of(tid)
-            self.runtime._emit("pop_rq", meta, group=self)
+            meta = self.runtime._metas[tid & 0xFFFFFFFF]     # _meta_of, inlined: hot path
+            if self.runtime._instruments:
+                self.runtime._emit("pop_rq", meta, group=self)
         else:
             tid = self.steal_task()
             if not tid:
                 return self._main_meta
-            meta = self._meta_of(tid)
+            meta = self.runtime._metas[tid & 0xFFFFFFFF]
         self._budget -= 1
         return meta
 
@@ -337,14 +347,16 @@ class TaskGroup:
                 stack = self._new_stack()
                 next_meta.stack = stack
                 next_meta.home_group = self
-                self.runtime._emit("run", next_meta, group=self, detail="first run")
+                if self.runtime._instruments:
+                    self.runtime._emit("run", next_meta, group=self, detail="first run")
                 stack.switch(next_meta)
             else:
-                if not next_meta.is_main:
+                if not next_meta.is_main and self.runtime._instruments:
                     self.runtime._emit("run", next_meta, group=self)
                 stack.switch()
-        g = tls_task_group()
-        g._run_remained()
+        g = _tls.group
+        if g._last_context_remained is not None:
+            g._run_remained()
         return g
 
     def ending_sched(self, ending_meta):
@@ -364,19 +376,21 @@ class TaskGroup:
             next_meta.home_group = self
             self.set_remained(_release_last_context, (ending_meta, None))
             self._cur_meta = next_meta
-            self.runtime._emit("run", next_meta, group=self,
-                               detail=f"first run, reusing the stack of b{ending_meta.seq}")
+            if self.runtime._instruments:
+                self.runtime._emit("run", next_meta, group=self,
+                                   detail=f"first run, reusing the stack of b{ending_meta.seq}")
             self._run_remained()
             return next_meta
         self.set_remained(_release_last_context, (ending_meta, current))
         ending_meta = None
         self._cur_meta = next_meta
-        if not next_meta.is_main:
+        if not next_meta.is_main and self.runtime._instruments:
             self.runtime._emit("run", next_meta, group=self)
         new_meta = next_meta.stack.switch()
         # this greenlet was taken from the pool by sched_to, which passed the task to run
-        g = tls_task_group()
-        g._run_remained()
+        g = _tls.group
+        if g._last_context_remained is not None:
+            g._run_remained()
         return new_meta
 
     def exchange(self, next_meta) -> None:
@@ -434,7 +448,8 @@ class TaskGroup:
         while True:
             tid = self._rq.pop()
             if tid:
-                self.runtime._emit("pop_rq", self._meta_of(tid), group=self)
+                if self.runtime._instruments:
+                    self.runtime._emit("pop_rq", self._meta_of(tid), group=self)
             else:
                 tid = self.steal_task()
             if not tid:

@@ -52,6 +52,8 @@ class WorkStealingQueue:
 
     def pop(self) -> int:
         """Owner only: the newest tid, or 0 when empty."""
+        if not self._items:     # only the owner pushes, so "empty" cannot be undone meanwhile
+            return 0
         with self._lock:
             return self._items.pop() if self._items else 0
 
