@@ -84,7 +84,7 @@ class CompletionInfo:
 
 class Call:
     """One try of an RPC. brpc: src/brpc/controller.h, Controller::Call"""
-    __slots__ = ("nretry", "need_feedback", "peer_id", "begin_time_us", "sending_sock")
+    __slots__ = ("nretry", "need_feedback", "peer_id", "begin_time_us", "sending_sock", "sending_sock_id")
 
     def __init__(self, other: "Call | None" = None):
         if other is None:
@@ -93,19 +93,29 @@ class Call:
             self.peer_id = INVALID_SOCKET_ID
             self.begin_time_us = 0
             self.sending_sock = None
+            self.sending_sock_id = INVALID_SOCKET_ID
         else:  # move: the new Call takes the socket; the old one keeps its retry number
             self.nretry = other.nretry
             self.need_feedback = other.need_feedback
             self.peer_id = other.peer_id
             self.begin_time_us = other.begin_time_us
             self.sending_sock = other.sending_sock
+            self.sending_sock_id = other.sending_sock_id
             other.sending_sock = None
+            other.sending_sock_id = INVALID_SOCKET_ID
             other.peer_id = INVALID_SOCKET_ID
             other.need_feedback = False
 
     def OnComplete(self, cntl, error_code: int, responded: bool, end_of_rpc: bool) -> None:
         """Give back or close the try's connection. brpc: Controller::Call::OnComplete"""
         sock = self.sending_sock
+        # Socket objects are reused per slot and not reference counted: if this try's connection
+        # failed (and was recycled), the object may now be another RPC's connection. Act only if
+        # the id this try used still addresses this object (a risk found in review; reproduced in
+        # tests/rpc/test_rpc_fault_injection.py: a late OnComplete failed, or pooled, the next
+        # connection made in the same slot).
+        if sock is not None and Socket.Address(self.sending_sock_id, sock.runtime) is not sock:
+            sock = None
         ctype = cntl._connection_type
         if sock is not None:
             if ctype == CONNECTION_TYPE_POOLED:
@@ -125,6 +135,7 @@ class Call:
             if main is not None:
                 main.SetLogOff()
         self.sending_sock = None
+        self.sending_sock_id = INVALID_SOCKET_ID
 
 
 class Controller:
@@ -353,6 +364,7 @@ class Controller:
         if tmp_sock.preferred_index < 0:
             tmp_sock.preferred_index = self._preferred_index
         self._current_call.sending_sock = sending
+        self._current_call.sending_sock_id = sending.id()    # see Call.OnComplete
         # make the request
         method = self._method
         packet = PackRpcRequest(cid, method.containing_service.full_name, method.name, self._request_buf,
@@ -504,5 +516,15 @@ def HandleSocketFailed(id_value: int, cntl: Controller, error_code: int, error_t
         cntl.SetFailed(error_code, "%s", error_text)
     else:
         cntl.SetFailed(error_code, "%s @%s", berror(error_code), remote)
-    cntl.OnVersionedRPCReturned(CompletionInfo(id_value, False), True, saved_error)
+    info = CompletionInfo(id_value, False)
+    if cntl._retry_policy is None:
+        cntl.OnVersionedRPCReturned(info, True, saved_error)
+        return 0
+    # A custom RetryPolicy may block: brpc runs OnVersionedRPCReturned in a new bthread then, never
+    # on the TimerThread or in the code failing the socket (found by tests/rpc: it ran inline).
+    try:
+        bthread_start_background(cntl.OnVersionedRPCReturned, info, True, saved_error,
+                                 attr=BthreadAttr(name="OnVersionedRPCReturned"))
+    except Exception:       # brpc: if the bthread cannot start, run it here
+        cntl.OnVersionedRPCReturned(info, True, saved_error)
     return 0

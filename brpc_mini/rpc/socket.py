@@ -226,11 +226,18 @@ class Socket:
         state = rpc_state(runtime)
         with state.lock:
             if state._free:
-                s = state.sockets[state._free.pop()]
+                # A slot is reused, its object never is: whoever still holds the previous life's
+                # object (a response writer, a finished try's Call) keeps a failed socket whose
+                # operations fail cleanly, instead of acting on this new connection. brpc gets the
+                # same guarantee from its reference count; here the garbage collector keeps the
+                # old object alive exactly as long as someone holds it.
+                slot = state._free.pop()
+                s = Socket(slot, state.runtime)
+                s.version = state.sockets[slot]._next_version
+                state.sockets[slot] = s
             else:
                 s = Socket(len(state.sockets), state.runtime)
                 state.sockets.append(s)
-            s._reset()
             s._in_use = True
         s.remote_side = remote_side
         s.user = user
@@ -347,11 +354,12 @@ class Socket:
             if not self._in_use:
                 return
             self._in_use = False
-            # The next life of this slot starts at an even version. A failed socket is odd (+1);
-            # a temporary connect socket is recycled by _FinishConnect without ever failing, so
-            # it is still even (+2). A plain +1 left that slot odd, and every socket later made in
-            # it failed to Address (found by tests/rpc: the second "short" call crashed).
-            self.version += 1 if self.version & 1 else 2
+            # This object stays failed (odd) for anyone still holding it; the slot's next life
+            # starts at the next even version. (A temporary connect socket is recycled by
+            # _FinishConnect without ever failing, so it may still be even here.)
+            if not self.version & 1:
+                self.version += 1
+            self._next_version = self.version + 1
         if state is not None:
             with state.lock:
                 state._free.append(self.slot)

@@ -153,7 +153,11 @@ def ParseRpcMessage(
         return PARSE_ERROR_NOT_ENOUGH_DATA, None
     if meta_size > body_size:
         # The frame is complete but self-contradictory: drop it and let other protocols look at
-        # whatever follows, as brpc does.
+        # whatever follows, as brpc does (and log it, as brpc does: the messenger's later
+        # "unknown message" would not say which frame was wrong).
+        import logging
+        logging.getLogger("brpc_mini.rpc").error("meta_size=%d is bigger than body_size=%d",
+                                                 meta_size, body_size)
         source.pop_front(HEADER_SIZE + body_size)
         return PARSE_ERROR_TRY_OTHERS, None
     source.pop_front(HEADER_SIZE)
@@ -306,6 +310,16 @@ class CompressError(ValueError):
 def CompressTypeToCStr(compress_type: int) -> str:
     """Name of a compress type for messages: "none", "gzip", ... (brpc: src/brpc/compress.cpp)."""
     return _COMPRESS_NAMES.get(compress_type, "unknown")
+
+
+def ContentTypeToCStr(content_type: int) -> str:
+    """Name of a content type for messages (brpc: policy/baidu_rpc_protocol.cpp, ContentTypeToCStr)."""
+    return {0: "pb", 1: "json", 2: "proto-json", 3: "proto-text"}.get(content_type, "unknown")
+
+
+def ChecksumTypeToCStr(checksum_type: int) -> str:
+    """Name of a checksum type for messages (brpc: src/brpc/checksum.cpp, ChecksumTypeToCStr)."""
+    return {CHECKSUM_TYPE_NONE: "none", CHECKSUM_TYPE_CRC32C: "crc32c"}.get(checksum_type, "unknown")
 
 
 def CompressData(compress_type: int, data: Data) -> bytes:
@@ -673,12 +687,24 @@ def ProcessRpcRequest(msg) -> None:
     """
     from brpc_mini.rpc.controller import Controller
     from brpc_mini.rpc.errors import ELOGOFF, ENOMETHOD, ENOSERVICE
+    from brpc_mini.rpc.socket import Socket
     s = msg.socket
     server = msg.arg
+    socket_id = getattr(msg, "socket_id", None)
+    if socket_id is None:
+        socket_id = s.id()
     meta = ParseRpcMeta(msg.meta)
-    if meta is None or not meta.HasField("request"):
-        s.SetFailed(EREQUEST, f"Fail to parse RpcMeta from {s.label}")
+    if meta is None:
+        import logging
+        logging.getLogger("brpc_mini.rpc").warning("Fail to parse RpcMeta from %s", s.label)
+        # only the connection the message came on: its Socket object may already serve another
+        if Socket.Address(socket_id, s.runtime) is s:
+            s.SetFailed(EREQUEST, f"Fail to parse RpcMeta from {s.label}")
         return
+    # A meta that parses but has no `request` (a response meta sent to a server, say) is not a
+    # parse failure: brpc reads the default RpcRequestMeta, whose empty service name has no "."
+    # and matches no service, so the client gets ENOSERVICE "Fail to find service=" and the
+    # connection stays (found by tests/rpc/test_rpc_bad_input.py: the kit closed it).
     request_meta = meta.request
     correlation_id = meta.correlation_id & _CORRELATION_MASK
     cntl = Controller()
@@ -688,7 +714,7 @@ def ProcessRpcRequest(msg) -> None:
     cntl._remote_side = s.remote_side
     cntl._local_side = s.local_side
     cntl._received_us = msg.received_us
-    cntl._server_socket = s.id()    # SendRpcResponse checks the connection is still this one
+    cntl._server_socket = socket_id  # SendRpcResponse checks the connection is still this one
     if request_meta.HasField("log_id"):
         cntl.set_log_id(request_meta.log_id)
     if request_meta.HasField("timeout_ms"):
@@ -704,8 +730,8 @@ def ProcessRpcRequest(msg) -> None:
             cntl.SetFailed(EREQUEST, "attachment_size=%d is larger than request_size=%d",
                            meta.attachment_size, len(payload))
             return SendRpcResponse(correlation_id, cntl, None, s, server)
-        service_name = request_meta.service_name
-        method_name = request_meta.method_name
+        service_name = _wire_str(request_meta.service_name)
+        method_name = _wire_str(request_meta.method_name)
         entry = server.FindMethod(service_name, method_name)
         if entry is None:
             if "." not in service_name and server.FindServiceByName(service_name) is None:
@@ -720,8 +746,12 @@ def ProcessRpcRequest(msg) -> None:
         if not DeserializeRpcMessage(body, request, meta.content_type, meta.compress_type,
                                      meta.checksum_type, meta.checksum_value,
                                      payload if meta.checksum_with_attachment else None):
-            cntl.SetFailed(EREQUEST, "Fail to parse request=%s, CompressType=%s, request_size=%d",
-                           method.input_type.full_name, CompressTypeToCStr(meta.compress_type), len(body))
+            # brpc's text, naming all three types and the whole payload's size (attachment included)
+            cntl.SetFailed(EREQUEST, "Fail to parse request=%s, ContentType=%s, CompressType=%s, "
+                           "ChecksumType=%s, request_size=%d",
+                           method.input_type.full_name, ContentTypeToCStr(meta.content_type),
+                           CompressTypeToCStr(meta.compress_type), ChecksumTypeToCStr(meta.checksum_type),
+                           len(body) + len(payload))
             return SendRpcResponse(correlation_id, cntl, None, s, server)
         response = response_class()
         done = _SendRpcResponseClosure(correlation_id, cntl, response, s, server)
@@ -740,6 +770,16 @@ def ProcessRpcRequest(msg) -> None:
                 done.Run()
     finally:
         server._OnRequestEnd()
+
+
+def _wire_str(value) -> str:
+    """A proto2 string field as text. brpc's C++ takes any bytes there; protobuf-python hands back
+    ``bytes`` when they are not UTF-8, and the name lookup then raised TypeError in the server's
+    bthread (found by tests/rpc/test_rpc_hypothesis_server.py). Undecodable bytes become U+FFFD,
+    so the name matches no service, as in brpc, and the error text stays a valid string."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value
 
 
 class _SendRpcResponseClosure:
