@@ -11,28 +11,14 @@ As with ``_rq``, threads mode passes thieves a predicate so they only take unsta
 """
 from __future__ import annotations
 
-import threading
-from collections import deque
-
-from .work_stealing_queue import take_oldest
+from .work_stealing_queue import BoundedTidQueue, take_oldest
 
 
-class RemoteTaskQueue:
+class RemoteTaskQueue(BoundedTidQueue):
     """FIFO of tids pushed from outside the owning worker."""
 
     def __init__(self, capacity: int = 2048):
-        if capacity <= 0:
-            raise ValueError(f"capacity must be positive, got {capacity!r}")
-        self.capacity = capacity
-        self._items = deque()
-        self._lock = threading.Lock()
-
-    def push(self, tid: int) -> bool:
-        with self._lock:
-            if len(self._items) >= self.capacity:
-                return False
-            self._items.append(tid)
-            return True
+        super().__init__(capacity)
 
     def pop(self, accept=None) -> int:
         """The oldest tid (that ``accept`` allows), or 0."""
@@ -40,13 +26,3 @@ class RemoteTaskQueue:
             return 0
         with self._lock:
             return take_oldest(self._items, accept)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __iter__(self):
-        with self._lock:
-            return iter(list(self._items))
-
-    def __repr__(self) -> str:
-        return f"<RemoteTaskQueue {list(self)!r}>"

@@ -32,23 +32,45 @@ def take_oldest(items: deque, accept) -> int:
     return 0
 
 
-class WorkStealingQueue:
-    """Owner LIFO at the bottom, thieves FIFO at the top."""
+class BoundedTidQueue:
+    """What both run queues share: a bounded deque of tids under a lock, pushed at the bottom.
 
-    def __init__(self, capacity: int = 4096):
-        if capacity <= 0 or capacity & (capacity - 1):
-            raise ValueError(f"capacity must be a positive power of 2, got {capacity!r}")
+    ``len()`` and iteration (top to bottom, oldest first) let chapters and tests look inside.
+    """
+
+    def __init__(self, capacity: int):
+        if capacity <= 0:
+            raise ValueError(f"capacity must be positive, got {capacity!r}")
         self.capacity = capacity
         self._items = deque()
         self._lock = threading.Lock()
 
     def push(self, tid: int) -> bool:
-        """Owner only. False when full (brpc's push fails the same way)."""
+        """Append at the bottom; False when full (brpc's push fails the same way)."""
         with self._lock:
             if len(self._items) >= self.capacity:
                 return False
             self._items.append(tid)
             return True
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self):
+        with self._lock:
+            return iter(list(self._items))
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {list(self)!r}>"
+
+
+class WorkStealingQueue(BoundedTidQueue):
+    """Owner LIFO at the bottom, thieves FIFO at the top. Only the owner pushes."""
+
+    def __init__(self, capacity: int = 4096):
+        if capacity <= 0 or capacity & (capacity - 1):
+            raise ValueError(f"capacity must be a positive power of 2, got {capacity!r}")
+        super().__init__(capacity)
 
     def pop(self) -> int:
         """Owner only: the newest tid, or 0 when empty."""
@@ -61,13 +83,3 @@ class WorkStealingQueue:
         """A thief's take: the oldest tid (that ``accept`` allows), or 0."""
         with self._lock:
             return take_oldest(self._items, accept)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __iter__(self):
-        with self._lock:
-            return iter(list(self._items))
-
-    def __repr__(self) -> str:
-        return f"<WorkStealingQueue {list(self)!r}>"

@@ -3,29 +3,13 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
-import warnings
 
-from brpc_mini.bthread import Runtime, UnfinishedBthreadWarning, bthread_join, bthread_start_background
-
-
-def close_checked(rt: Runtime) -> None:
-    """Close ``rt`` and fail on unfinished bthreads or uncaught errors the test did not expect."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        rt.close()
-    unfinished = [str(w.message) for w in caught if issubclass(w.category, UnfinishedBthreadWarning)]
-    assert not unfinished, unfinished
-    assert not rt.errors, f"uncaught errors in bthreads: {rt.errors}"
+from kit_test_helpers import close_checked, wait_for  # noqa: F401  (re-exported)
+from brpc_mini.bthread import Runtime, bthread_join, bthread_start_background
 
 
-def wait_for(predicate, timeout: float = 10.0, what: str = "condition") -> None:
-    """Threads mode: poll ``predicate`` until true (the timeout only catches a hang)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.001)
+
+
 
 
 def settle(rt: Runtime, predicate, what: str = "condition", timeout: float = 10.0) -> None:

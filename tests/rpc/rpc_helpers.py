@@ -10,10 +10,10 @@ import os
 import socket
 import struct
 import time
-import warnings
 from pathlib import Path
 
-from brpc_mini.bthread import Runtime, UnfinishedBthreadWarning
+from kit_test_helpers import close_checked, wait_for  # noqa: F401  (re-exported)
+from brpc_mini.bthread import Runtime
 from brpc_mini.proto import echo_pb2
 from brpc_mini.rpc import Controller, make_stub
 
@@ -112,23 +112,8 @@ def rpc_runtime(mode: str = "deterministic", **options):
         close_checked(runtime)
 
 
-def close_checked(rt: Runtime) -> None:
-    """Close ``rt`` and fail on unfinished bthreads or uncaught errors in bthreads."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        rt.close()
-    unfinished = [str(w.message) for w in caught if issubclass(w.category, UnfinishedBthreadWarning)]
-    assert not unfinished, unfinished
-    assert not rt.errors, f"uncaught errors in bthreads: {rt.errors}"
 
 
-def wait_for(predicate, timeout: float = 10.0, what: str = "condition") -> None:
-    """Poll ``predicate`` in real time (the timeout only catches a hang)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.002)
 
 
 def drive_until(rt: Runtime, predicate, timeout: float = 10.0, what: str = "condition") -> None:
