@@ -15,19 +15,16 @@ closed (and checked for unfinished bthreads and uncaught errors) after the test.
 """
 from __future__ import annotations
 
-import faulthandler
 import gc
 import os
 import sys
-import threading
-import time
 import weakref
 
 import greenlet
 import pytest
 
 from brpc_mini.bthread import Runtime
-from brpc_mini.bthread import context as bthread_context
+from kit_test_helpers import no_leftovers
 from brpc_mini.bthread import runtime as runtime_module
 from brpc_mini.bthread import task_group as task_group_module
 
@@ -92,28 +89,8 @@ def _no_leftovers(monkeypatch):
     for module in (runtime_module, task_group_module):
         assert module.greenlet is greenlet, f"{module.__name__} no longer imports greenlet as a module"
         monkeypatch.setattr(module, "greenlet", tracker)
-    threads_before = set(threading.enumerate())
-    default_before = bthread_context._default["runtime"]
-    stack_before = list(bthread_context._runtime_stack)
-    faulthandler.dump_traceback_later(HANG_TIMEOUT_S, exit=True, file=sys.stderr)
-    try:
+    with no_leftovers(HANG_TIMEOUT_S, THREAD_GRACE_S):
         yield
-    finally:
-        faulthandler.cancel_dump_traceback_later()
-
-    deadline = time.monotonic() + THREAD_GRACE_S
-    while True:
-        new_threads = [t for t in threading.enumerate() if t not in threads_before and t.is_alive()]
-        if not new_threads or time.monotonic() > deadline:
-            break
-        time.sleep(0.01)
-    assert not new_threads, f"threads left running after the test: {[t.name for t in new_threads]}"
-    runtime_threads = [t for t in threading.enumerate()
-                       if t.name.startswith("bthread_worker") or t.name == "TimerThread"]
-    assert not runtime_threads, f"runtime threads alive: {[t.name for t in runtime_threads]}"
-    assert bthread_context._runtime_stack == stack_before, "a runtime is still current after the test"
-    assert bthread_context._default["runtime"] is default_before, \
-        "the test used the bthread API outside any `with Runtime(...)` and made the default runtime"
     if tracker.active():          # maybe garbage that a collection would end: look again after one
         gc.collect()
     leaked = tracker.active()

@@ -12,18 +12,13 @@ arguments marks itself ``@pytest.mark.runtime_options(io_wait_ms=...)``.
 """
 from __future__ import annotations
 
-import faulthandler
 import os
-import sys
-import threading
-import time
 
 import pytest
 
 from brpc_mini.bthread import Runtime
-from brpc_mini.bthread import context as bthread_context
 from brpc_mini.echo_server import EchoServer
-from rpc_helpers import child_pids, close_checked
+from kit_test_helpers import close_checked, no_leftovers
 
 MODES = ["deterministic", "threads"]
 #: one test taking longer than this is hung: dump all stacks and stop the run
@@ -48,30 +43,8 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(autouse=True)
 def _no_leftovers():
-    threads_before = set(threading.enumerate())
-    children_before = set(child_pids())
-    stack_before = list(bthread_context._runtime_stack)
-    default_before = bthread_context._default["runtime"]
-    faulthandler.dump_traceback_later(HANG_TIMEOUT_S, exit=True, file=sys.stderr)
-    try:
+    with no_leftovers(HANG_TIMEOUT_S, GRACE_S, check_children=True):
         yield
-    finally:
-        faulthandler.cancel_dump_traceback_later()
-    deadline = time.monotonic() + GRACE_S
-    while True:
-        new_threads = [t for t in threading.enumerate() if t not in threads_before and t.is_alive()]
-        new_children = [p for p in child_pids() if p not in children_before]
-        if (not new_threads and not new_children) or time.monotonic() > deadline:
-            break
-        time.sleep(0.01)
-    assert not new_threads, f"threads left running after the test: {[t.name for t in new_threads]}"
-    runtime_threads = [t.name for t in threading.enumerate()
-                       if t.name.startswith("bthread_worker") or t.name == "TimerThread"]
-    assert not runtime_threads, f"runtime threads alive: {runtime_threads}"
-    assert not new_children, f"child processes left after the test: {new_children}"
-    assert bthread_context._runtime_stack == stack_before, "a runtime is still current after the test"
-    assert bthread_context._default["runtime"] is default_before, \
-        "the test used the bthread API outside any `with Runtime(...)` and made the default runtime"
 
 
 @pytest.fixture(params=MODES)

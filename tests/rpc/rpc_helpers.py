@@ -6,7 +6,6 @@ golden frames, a blocking frame reader for raw sockets, and small waiting helper
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import struct
 import time
@@ -128,20 +127,3 @@ def drive_until(rt: Runtime, predicate, timeout: float = 10.0, what: str = "cond
             raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{rt.describe()}")
         if not rt.step():
             time.sleep(0.001)
-
-
-def child_pids() -> list[int]:
-    """Live (or unreaped) child processes of this process, from /proc."""
-    pids = []
-    task_dir = f"/proc/{os.getpid()}/task"
-    try:
-        tasks = os.listdir(task_dir)
-    except OSError:
-        return pids
-    for tid in tasks:
-        try:
-            with open(f"{task_dir}/{tid}/children") as f:
-                pids += [int(p) for p in f.read().split()]
-        except OSError:
-            pass
-    return pids
