@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -121,24 +120,27 @@ class EchoServer:
         return False
 
 
-class EchoServerProcess:
-    """``python -m brpc_mini.echo_server`` in a child process; killed when the ``with`` ends."""
+class ServerProcess:
+    """A server in a child process that prints ``port=N`` on its first line (as the bundled echo
+    server does); stopped with SIGTERM, then SIGKILL, when the ``with`` ends."""
 
-    def __init__(self, port: int = 0, *extra_args: str):
-        self.requested_port = port
-        self.extra_args = extra_args
+    def __init__(self, argv, name: str = "server"):
+        self.argv = list(argv)
+        self.name = name
         self.proc = None
         self.port = None
+        self._stderr = None
 
     def __enter__(self):
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "brpc_mini.echo_server", "--port", str(self.requested_port), *self.extra_args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        import tempfile
+        self._stderr = tempfile.TemporaryFile(mode="w+")   # a pipe nobody drains could block it
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=self._stderr, text=True)
         line = self.proc.stdout.readline()
         if "port=" not in line:
-            err = self.proc.stderr.read() if self.proc.poll() is not None else ""
+            self._stderr.seek(0)
+            err = self._stderr.read()[-2000:] if self.proc.poll() is not None else ""
             self.__exit__()
-            raise RuntimeError(f"echo server did not start: {line!r} {err}")
+            raise RuntimeError(f"{self.name} did not start: {line!r} {err}")
         self.port = int(line.rsplit("port=", 1)[1].split()[0])
         return self
 
@@ -150,11 +152,20 @@ class EchoServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self.proc is not None:
-            for stream in (self.proc.stdout, self.proc.stderr):
-                if stream:
-                    stream.close()
+        if self.proc is not None and self.proc.stdout:
+            self.proc.stdout.close()
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
         return False
+
+
+class EchoServerProcess(ServerProcess):
+    """``python -m brpc_mini.echo_server`` in a child process; killed when the ``with`` ends."""
+
+    def __init__(self, port: int = 0, *extra_args: str):
+        super().__init__([sys.executable, "-m", "brpc_mini.echo_server", "--port", str(port), *extra_args],
+                         "echo server")
 
 
 def main(argv=None) -> int:
