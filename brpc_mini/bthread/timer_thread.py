@@ -173,7 +173,8 @@ class TimerThread:
                 else:
                     delay = None
                 if delay is None or delay > 0:
-                    self._cond.wait(delay)
+                    # a very distant deadline would overflow the wait and kill this thread
+                    self._cond.wait(None if delay is None else min(delay, threading.TIMEOUT_MAX))
                     continue
             due = self._take_due(self.runtime.gettimeofday_us())
             if due is not None:

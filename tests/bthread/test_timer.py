@@ -176,3 +176,17 @@ def test_deterministic_clock_only_moves_to_deadlines():
         assert clocks == ["+250us", "+6750us"]
         kinds = [e.kind for e in rt.trace.of_kind("timer_add", "timer_fire")]
         assert kinds == ["timer_add"] * 2 + ["timer_fire"] * 2
+
+
+def test_a_far_deadline_does_not_kill_the_timer_thread():
+    """threads mode: a deadline beyond threading.TIMEOUT_MAX once overflowed Condition.wait and
+    the TimerThread died silently, taking every later timer with it."""
+    import threading as _threading
+    from brpc_mini.bthread import Runtime, bthread_timer_add, bthread_timer_del, gettimeofday_us
+    with Runtime(concurrency=4, mode="threads") as rt:
+        far = bthread_timer_add(lambda arg: None, 10 ** 18)
+        fired = _threading.Event()
+        bthread_timer_add(lambda arg: fired.set(), gettimeofday_us() + 1000)
+        assert fired.wait(5), "a near timer did not fire after a far one was added"
+        assert rt.timer_thread._thread.is_alive()
+        assert bthread_timer_del(far) == 0
