@@ -201,6 +201,16 @@ def _run_woken_bthread(rt, meta, nosignal: bool, exchange: bool) -> None:
         rt.task_control.choose_one_group().ready_to_run_remote(meta, nosignal)
 
 
+def _wake_bthread_waiter(rt, w, butex, nosignal: bool, exchange: bool) -> None:
+    """A bthread waiter just taken off ``butex``: settle its timeout timer, trace the wake, and
+    make it runnable (switching to it now when ``exchange``)."""
+    if w.sleep_id:
+        _settle_timer(w, rt)
+    if rt._instruments:
+        rt._emit("wake", w.task_meta, f"from {butex.owner or 'butex'}")
+    _run_woken_bthread(rt, w.task_meta, nosignal, exchange)
+
+
 def butex_wake(butex: Butex, nosignal: bool = False) -> int:
     """Wake the first waiter; returns 1 if one was woken, else 0.
 
@@ -219,12 +229,7 @@ def butex_wake(butex: Butex, nosignal: bool = False) -> int:
     if front.tid == 0:
         wakeup_pthread(front)
         return 1
-    rt = front.task_meta.runtime
-    if front.sleep_id:
-        _settle_timer(front, rt)
-    if rt._instruments:
-        rt._emit("wake", front.task_meta, f"from {butex.owner or 'butex'}")
-    _run_woken_bthread(rt, front.task_meta, nosignal, exchange=True)
+    _wake_bthread_waiter(front.task_meta.runtime, front, butex, nosignal, exchange=True)
     return 1
 
 
@@ -251,15 +256,10 @@ def butex_wake_n(butex: Butex, n: int, nosignal: bool = False) -> int:
         return len(pthread_waiters)
     rt = bthread_waiters[0].task_meta.runtime
     for w in reversed(bthread_waiters[1:]):
-        _settle_timer(w, rt)
-        rt._emit("wake", w.task_meta, f"from {butex.owner or 'butex'}")
-        _run_woken_bthread(rt, w.task_meta, nosignal=True, exchange=False)
+        _wake_bthread_waiter(rt, w, butex, nosignal=True, exchange=False)
     if len(bthread_waiters) > 1 and not nosignal:
         rt._flush_signals()
-    first = bthread_waiters[0]
-    _settle_timer(first, rt)
-    rt._emit("wake", first.task_meta, f"from {butex.owner or 'butex'}")
-    _run_woken_bthread(rt, first.task_meta, nosignal, exchange=True)
+    _wake_bthread_waiter(rt, bthread_waiters[0], butex, nosignal, exchange=True)
     return len(bthread_waiters) + len(pthread_waiters)
 
 
@@ -287,11 +287,7 @@ def butex_wake_except(butex: Butex, excluded_tid: int) -> int:
             single = None
     if single is not None:
         rt = single.task_meta.runtime
-        if single.sleep_id:
-            _settle_timer(single, rt)
-        if rt._instruments:
-            rt._emit("wake", single.task_meta, f"from {butex.owner or 'butex'}")
-        _run_woken_bthread(rt, single.task_meta, nosignal=True, exchange=False)
+        _wake_bthread_waiter(rt, single, butex, nosignal=True, exchange=False)
         rt._flush_signals()
         return 1
     bthread_waiters, pthread_waiters = [], []
@@ -310,11 +306,7 @@ def butex_wake_except(butex: Butex, excluded_tid: int) -> int:
     if bthread_waiters:
         rt = bthread_waiters[0].task_meta.runtime
         for w in bthread_waiters:
-            if w.sleep_id:
-                _settle_timer(w, rt)
-            if rt._instruments:
-                rt._emit("wake", w.task_meta, f"from {butex.owner or 'butex'}")
-            _run_woken_bthread(rt, w.task_meta, nosignal=True, exchange=False)
+            _wake_bthread_waiter(rt, w, butex, nosignal=True, exchange=False)
         rt._flush_signals()
     return len(bthread_waiters) + len(pthread_waiters)
 
