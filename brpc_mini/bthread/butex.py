@@ -241,9 +241,24 @@ def butex_wake_n(butex: Butex, n: int, nosignal: bool = False) -> int:
     Plain threads are all signalled; the first bthread is treated like ``butex_wake`` (usually an
     exchange), the others are queued without signals and flushed once.
     """
-    _check_butex(butex)
+    if not isinstance(butex, Butex):
+        _check_butex(butex)
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
+    with butex.waiter_lock:
+        if not butex.waiters:
+            return 0
+        if len(butex.waiters) == 1:     # the common case (one joiner): exactly butex_wake
+            front = butex.waiters.popleft()
+            front.container = None
+        else:
+            front = None
+    if front is not None:
+        if front.tid == 0:
+            wakeup_pthread(front)
+        else:
+            _wake_bthread_waiter(front.task_meta.runtime, front, butex, nosignal, exchange=True)
+        return 1
     bthread_waiters, pthread_waiters = [], []
     with butex.waiter_lock:
         while butex.waiters and (n == 0 or len(bthread_waiters) + len(pthread_waiters) < n):
@@ -338,7 +353,8 @@ def erase_from_butex(bw: ButexWaiter, wakeup: bool, state: int) -> bool:
     if erased and wakeup:
         if bw.tid:
             rt = bw.task_meta.runtime
-            rt._emit("wake", bw.task_meta, "timed out" if state == WAITER_STATE_TIMEDOUT else "interrupted")
+            if rt._instruments:
+                rt._emit("wake", bw.task_meta, "timed out" if state == WAITER_STATE_TIMEDOUT else "interrupted")
             _run_woken_bthread(rt, bw.task_meta, nosignal=False, exchange=False)
         else:
             wakeup_pthread(bw)
@@ -446,7 +462,8 @@ def _butex_wait_from_pthread(rt, butex, expected_value, abstime_us, prepend) -> 
         else:
             butex.waiters.append(pw)
         pw.container = butex
-    rt._emit("pthread_block", None, f"{pw.name} on {butex.owner or 'butex'} value={butex.value}")
+    if rt._instruments:
+        rt._emit("pthread_block", None, f"{pw.name} on {butex.owner or 'butex'} value={butex.value}")
     try:
         woken = rt._pthread_wait(pw, abstime_us)
     except BaseException:

@@ -38,10 +38,11 @@ def current_runtime(create: bool = True):
     A worker's own runtime; else the innermost ``with Runtime(...)``; else a lazily made default
     runtime in threads mode (stopped at interpreter exit), for library users.
     """
-    group = getattr(_tls, "group", None)
+    tls = _tls
+    group = tls.group
     if group is not None:
         return group.control.runtime
-    hinted = getattr(_tls, "runtime", None)
+    hinted = tls.runtime
     if hinted is not None and not hinted.closed:
         return hinted
     if _runtime_stack:

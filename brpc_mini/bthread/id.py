@@ -33,7 +33,7 @@ import threading
 from collections import deque, namedtuple
 
 from .butex import Butex, butex_wait, butex_wake, butex_wake_all, butex_wake_except
-from .context import current_runtime
+from .context import _tls, current_runtime
 from .errno import EBUSY, EINTR, EINVAL, EPERM, EWOULDBLOCK
 
 #: brpc: src/bthread/id.cpp, ID_MAX_RANGE
@@ -162,8 +162,18 @@ def _check_id(id_value, name="id"):
 
 
 def _address(id_value: int):
-    _check_id(id_value)
-    return id_pool().address(id_value)
+    """The Id of ``id_value``'s slot in the caller's runtime, or None. Every bthread_id_* call
+    starts here, so the common case (a worker of a runtime that has Ids) takes no function call."""
+    if type(id_value) is not int:
+        _check_id(id_value)
+    g = _tls.group
+    ids = g.control.runtime.ids if g is not None else None
+    if ids is None:
+        ids = id_pool()
+    slot = id_value >> 32
+    if 0 <= slot < len(ids.ids):
+        return ids.ids[slot]
+    return None
 
 
 def address_id(id_value: int):
@@ -242,14 +252,14 @@ def bthread_id_lock_and_reset_range(id_value: int, range: int = 0, pdata=None) -
     meta = _address(id_value)
     if meta is None:
         return EINVAL
-    id_ver = get_version(id_value)
+    id_ver = id_value & 0xFFFFFFFF
     ever_contended = False
     meta.mutex.acquire()
-    while meta.has_version(id_ver):
+    while meta.first_ver <= id_ver < meta.locked_ver:
         if meta.butex.value == meta.first_ver:
             if range and meta.first_ver + range > meta.locked_ver:
                 meta.locked_ver = meta.first_ver + range
-            meta.butex.value = meta.contended_ver() if ever_contended else meta.locked_ver
+            meta.butex.value = meta.locked_ver + 1 if ever_contended else meta.locked_ver   # contended_ver
             data = meta.data
             meta.mutex.release()
             if pdata is not None:
@@ -299,7 +309,7 @@ def _acquire_locked(id_value: int):
     if meta is None:
         return None, EINVAL
     meta.mutex.acquire()
-    if not meta.has_version(get_version(id_value)):
+    if not meta.first_ver <= (id_value & 0xFFFFFFFF) < meta.locked_ver:    # has_version
         meta.mutex.release()
         return None, EINVAL
     if meta.butex.value == meta.first_ver:
@@ -330,7 +340,7 @@ def bthread_id_unlock(id_value: int) -> int:
         meta.mutex.release()
         _run_on_error(meta, pending, data)
         return 0
-    contended = meta.butex.value == meta.contended_ver()
+    contended = meta.butex.value == meta.locked_ver + 1     # contended_ver
     meta.butex.value = meta.first_ver
     meta.mutex.release()
     if contended:
@@ -348,7 +358,7 @@ def bthread_id_unlock_and_destroy(id_value: int) -> int:
     meta, rc = _acquire_locked(id_value)
     if meta is None:
         return rc
-    end = meta.end_ver()
+    end = meta.locked_ver + 3       # end_ver
     meta.first_ver = end
     meta.locked_ver = end
     meta.butex.value = end
@@ -405,10 +415,10 @@ def bthread_id_join(id_value: int) -> int:
     meta = _address(id_value)
     if meta is None:
         return EINVAL
-    id_ver = get_version(id_value)
+    id_ver = id_value & 0xFFFFFFFF
     while True:
         with meta.mutex:
-            alive = meta.has_version(id_ver)
+            alive = meta.first_ver <= id_ver < meta.locked_ver       # has_version
             expected = meta.join_butex.value
         if not alive:
             return 0

@@ -159,6 +159,7 @@ class Runtime:
             trace = not self.threads_mode
         if trace:
             self._instruments.append(self.trace)
+        self._update_observed()
         self.errors: list = []
         self.unfinished: list = []
         self._now_us = DETERMINISTIC_EPOCH_US
@@ -172,6 +173,7 @@ class Runtime:
         self._stop_hooks: list = []
         self._nosignal_group = None
         self.ids = None                 # the Id pool, made by brpc_mini.bthread.id on first use
+        self._rpc = None                # the RPC layer's state, made by brpc_mini.rpc.socket.rpc_state
         self._pause_kinds: set = set()
         self.checkpoints_hit: list = []
         self.paused_at = None
@@ -241,9 +243,16 @@ class Runtime:
         if not callable(fn):
             raise TypeError("an instrument must be callable with one TraceEvent")
         self._instruments.append(fn)
+        self._update_observed()
 
     def remove_instrument(self, fn) -> None:
         self._instruments.remove(fn)
+        self._update_observed()
+
+    def _update_observed(self) -> None:
+        # ``observed``: whether a checkpoint does anything. The RPC path tests it before building a
+        # checkpoint's detail text, so an unwatched threads-mode runtime pays one attribute read.
+        self.observed = bool(self._instruments) or not self.threads_mode
 
     def _emit(self, kind, meta, detail: str = "", group=None) -> None:
         if not self._instruments:

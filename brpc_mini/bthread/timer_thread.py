@@ -84,7 +84,8 @@ class TimerThread:
             task_id = (task.version << 32) | task.slot
             if earliest and self.threaded:
                 self._cond.notify()
-        self.runtime._emit("timer_add", None, f"{task.name} at +{abstime_us - self.runtime.gettimeofday_us()}us")
+        if self.runtime._instruments:
+            self.runtime._emit("timer_add", None, f"{task.name} at +{abstime_us - self.runtime.gettimeofday_us()}us")
         return task_id
 
     def unschedule(self, task_id: int) -> int:
@@ -104,7 +105,8 @@ class TimerThread:
                 return 1
             else:
                 return -1
-        self.runtime._emit("timer_del", None, f"{name} removed before it ran")
+        if self.runtime._instruments:
+            self.runtime._emit("timer_del", None, f"{name} removed before it ran")
         return 0
 
     # -- running -------------------------------------------------------------------------------
@@ -140,7 +142,8 @@ class TimerThread:
 
     def _run_one(self, task, version):
         fn, arg = task.fn, task.arg
-        self.runtime._emit("timer_fire", None, task.name)
+        if self.runtime._instruments:
+            self.runtime._emit("timer_fire", None, task.name)
         try:
             fn(arg)
         except Exception:  # a timer callback must not kill the timer

@@ -29,6 +29,7 @@ from .controller import (CONNECTION_TYPE_NAMES, CONNECTION_TYPE_SINGLE, CONNECTI
 from .errors import EBACKUPREQUEST, ECANCELED, EREQUEST, ERPCTIMEDOUT
 from .flags import FLAGS
 from .input_messenger import Handler, InputMessenger
+from .policy.baidu_rpc_protocol import SerializeRpcRequest
 from .load_balancer import LOAD_BALANCERS, parse_endpoint, parse_list_naming_service
 from .socket import INVALID_SOCKET_ID, Socket, endpoint2str, rpc_state
 
@@ -180,7 +181,6 @@ class Channel:
 
     def CallMethod(self, method, controller, request, response_class, done=None):
         """Start one RPC; see the module docstring. brpc: Channel::CallMethod"""
-        from .policy.baidu_rpc_protocol import SerializeRpcRequest
         if self._options is None:
             raise RuntimeError("Channel.CallMethod before a successful Channel.Init")
         if not isinstance(controller, Controller):
@@ -250,11 +250,13 @@ class Channel:
                 return None if done is not None else response
         else:
             cntl._deadline_us = -1
-        rt.checkpoint("CallMethod", f"call_id=0x{correlation_id:x} locked, range={2 + cntl._max_retry}, "
-                                    f"{'timer armed' if cntl._timeout_id else 'no timer'}")
+        if rt.observed:
+            rt.checkpoint("CallMethod", f"call_id=0x{correlation_id:x} locked, range={2 + cntl._max_retry}, "
+                                        f"{'timer armed' if cntl._timeout_id else 'no timer'}")
         cntl.IssueRPC(start_send_real_us)
         if done is None:
-            rt.checkpoint("Join", f"call_id=0x{correlation_id:x}")
+            if rt.observed:
+                rt.checkpoint("Join", f"call_id=0x{correlation_id:x}")
             Join(correlation_id)
             cntl.OnRPCEnd(rt.gettimeofday_us())
             return response

@@ -34,6 +34,7 @@ from ..bthread.context import current_runtime
 from .errors import (EBACKUPREQUEST, ECANCELED, EFAILEDSOCKET, EHOSTDOWN, EINTERNAL, ELOGOFF,
                      ERPCTIMEDOUT, berror)
 from .iobuf import IOBuf
+from .policy.baidu_rpc_protocol import PackRpcRequest
 from .retry_policy import DefaultRetryPolicy
 from .socket import INVALID_SOCKET_ID, Socket, endpoint2str
 
@@ -329,12 +330,12 @@ class Controller:
 
         brpc: src/brpc/controller.cpp, Controller::IssueRPC
         """
-        from .policy.baidu_rpc_protocol import PackRpcRequest
         rt = self._runtime
         self._current_call.begin_time_us = start_realtime_us
         self._error_code = 0
         cid = self.current_id()
-        rt.checkpoint("IssueRPC", f"cid=0x{cid:x} try {self._current_call.nretry}")
+        if rt.observed:
+            rt.checkpoint("IssueRPC", f"cid=0x{cid:x} try {self._current_call.nretry}")
         # pick a target server
         if self.SingleServer():
             tmp_sock = Socket.Address(self._single_server_id)
@@ -375,7 +376,8 @@ class Controller:
             abstime = self._connect_timeout_ms * 1000 + start_realtime_us
             if self._deadline_us >= 0:
                 abstime = min(abstime, self._deadline_us)
-        rt.checkpoint("Write", f"cid=0x{cid:x} {len(packet)} bytes to {sending.label}")
+        if rt.observed:
+            rt.checkpoint("Write", f"cid=0x{cid:x} {len(packet)} bytes to {sending.label}")
         sending.Write(packet, id_wait=cid, abstime_us=abstime)
         rc = bthread_id_unlock(cid)
         if rc != 0:
@@ -401,7 +403,8 @@ class Controller:
                 self._unfinished_call.OnComplete(self, self._error_code, info.responded, False)
                 self._unfinished_call = None
             # a stale try: restore the error the RPC had, drop what it brought
-            rt._emit("stale", rt._current_meta(), f"cid=0x{info.id:x} ignored (current 0x{self.current_id():x})")
+            if rt._instruments:
+                rt._emit("stale", rt._current_meta(), f"cid=0x{info.id:x} ignored (current 0x{self.current_id():x})")
             self._error_code = saved_error
             self._response_attachment.clear()
             bthread_id_unlock(info.id)
@@ -425,7 +428,8 @@ class Controller:
                 self._unfinished_call = Call(self._current_call)
                 self._current_call.nretry += 1
                 self._flags |= FLAGS_BACKUP_REQUEST
-                rt._emit("backup_request", rt._current_meta(), f"try {self._current_call.nretry}")
+                if rt._instruments:
+                    rt._emit("backup_request", rt._current_meta(), f"try {self._current_call.nretry}")
                 return self.IssueRPC(rt.gettimeofday_us())
             policy = self._retry_policy or DefaultRetryPolicy
             if policy.DoRetry(self):
@@ -434,7 +438,8 @@ class Controller:
                 self._current_call.OnComplete(self, self._error_code, info.responded, False)
                 self._current_call.nretry += 1
                 self._response_attachment.clear()
-                rt._emit("retry", rt._current_meta(), f"try {self._current_call.nretry} after [E{self._error_code}]")
+                if rt._instruments:
+                    rt._emit("retry", rt._current_meta(), f"try {self._current_call.nretry} after [E{self._error_code}]")
                 return self.IssueRPC(rt.gettimeofday_us())
         return self._EndOrSpawn(info, new_bthread)
 
@@ -480,7 +485,8 @@ class Controller:
             self._error_text = ""
         self._lb = None
         cid = self._correlation_id
-        rt.checkpoint("EndRPC", f"cid=0x{cid:x} {'ok' if not self._error_code else 'E%d' % self._error_code}")
+        if rt.observed:
+            rt.checkpoint("EndRPC", f"cid=0x{cid:x} {'ok' if not self._error_code else 'E%d' % self._error_code}")
         if self._done is not None:
             self.OnRPCEnd(rt.gettimeofday_us())
             done, response = self._done, self._response

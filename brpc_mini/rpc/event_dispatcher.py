@@ -205,7 +205,8 @@ class EventDispatcher:
         if not ready:
             return False
         self.io_butex.value += 1
-        self.runtime._emit("io", None, f"{self.label}: fds ready")
+        if self.runtime._instruments:
+            self.runtime._emit("io", None, f"{self.label}: fds ready")
         butex_wake(self.io_butex)
         return True
 

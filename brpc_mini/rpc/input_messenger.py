@@ -157,7 +157,8 @@ class InputMessenger:
                 read_eof = True
                 s.read_eof = True
             else:
-                rt._emit("read", rt._current_meta(), f"{s.label}: {nr} bytes")
+                if rt._instruments:
+                    rt._emit("read", rt._current_meta(), f"{s.label}: {nr} bytes")
             # cut everything this read completed; all but the last go to new bthreads
             last_msg = None
             nbthreads = 0
@@ -191,7 +192,8 @@ class InputMessenger:
             if nbthreads:
                 bthread_flush()
             if last_msg is not None:
-                rt._emit("process_in_place", rt._current_meta(), f"message {last_msg.number} of {s.label}")
+                if rt._instruments:
+                    rt._emit("process_in_place", rt._current_meta(), f"message {last_msg.number} of {s.label}")
                 ProcessInputMessage(last_msg)
             if failed:
                 return

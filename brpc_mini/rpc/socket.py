@@ -116,10 +116,10 @@ class RpcRuntimeState:
 
 def rpc_state(runtime=None) -> RpcRuntimeState:
     rt = runtime or current_runtime()
-    state = getattr(rt, "_rpc", None)
+    state = rt._rpc
     if state is None:
         with rt._tc_lock:
-            state = getattr(rt, "_rpc", None)
+            state = rt._rpc
             if state is None:
                 state = RpcRuntimeState(rt)
                 rt._rpc = state
@@ -313,7 +313,8 @@ class Socket:
             self._error_code = error_code or EFAILEDSOCKET
             self._error_text = error_text or berror(self._error_code)
             ids, self._id_wait_list = self._id_wait_list, []
-        self.runtime_emit("socket_failed", f"{self.label} [E{self._error_code}]")
+        if self.runtime._instruments:
+            self.runtime_emit("socket_failed", f"{self.label} [E{self._error_code}]")
         self._close_fd()
         self._epollout_butex.value += 1
         butex_wake_except(self._epollout_butex, 0)
@@ -332,6 +333,7 @@ class Socket:
         return 0
 
     def runtime_emit(self, kind, detail):
+        # callers test ``self.runtime._instruments`` first, so an unwatched runtime builds no text
         self.runtime._emit(kind, self.runtime._current_meta(), detail)
 
     def _close_fd(self) -> None:
@@ -391,7 +393,8 @@ class Socket:
             self._read_buf = IOBuf()
             self._nevent = 0
             self._connecting = False
-        self.runtime_emit("socket_revived", self.label)
+        if self.runtime._instruments:
+            self.runtime_emit("socket_revived", self.label)
 
     # -- the id wait list ----------------------------------------------------------------------
     def NotifyOnFailed(self, cid: int) -> None:
@@ -435,7 +438,8 @@ class Socket:
             self._write_head = req
             req.next = prev
         if prev is not None:
-            self.runtime_emit("write_queued", f"{self.label}: behind the writer that owns it")
+            if self.runtime._instruments:
+                self.runtime_emit("write_queued", f"{self.label}: behind the writer that owns it")
             return 0
         # this caller owns the write right
         rc = self.ConnectIfNot(abstime_us, req)
@@ -456,7 +460,8 @@ class Socket:
             self.ReleaseAllFailedWriteRequests(req)
             return -1
         self._AddOutputBytes(nw)
-        self.runtime_emit("write", f"{self.label}: {nw} bytes inline")
+        if self.runtime._instruments:
+            self.runtime_emit("write", f"{self.label}: {nw} bytes inline")
         if self.IsWriteComplete(req, True)[0]:
             self.ReturnSuccessfulWriteRequest(req)
             return 0
@@ -562,7 +567,8 @@ class Socket:
                 break
             self._AddOutputBytes(nw)
             if nw:
-                self.runtime_emit("write", f"{self.label}: {nw} bytes by KeepWrite")
+                if self.runtime._instruments:
+                    self.runtime_emit("write", f"{self.label}: {nw} bytes by KeepWrite")
             while req.next is not None and req.data.empty():
                 saved, req = req, req.next
                 self.ReturnSuccessfulWriteRequest(saved)
@@ -616,7 +622,8 @@ class Socket:
             self._error_text = f"Fail to connect {self.label} {endpoint2str(self.remote_side)} directly: {berror(rc)}"
             return -1
         self._connecting = True
-        self.runtime_emit("connect", f"{self.label} (non-blocking, EINPROGRESS)")
+        if self.runtime._instruments:
+            self.runtime_emit("connect", f"{self.label} (non-blocking, EINPROGRESS)")
         request = EpollOutRequest(fd, Socket._KeepWriteIfConnected, (self.id(), req))
         temp_id = Socket.Create(remote_side=self.remote_side, runtime=self.runtime)
         temp = Socket.Address(temp_id, self.runtime)
@@ -675,7 +682,8 @@ class Socket:
         s._connecting = False
         if err == 0:
             s.ResetFileDescriptor(fd)
-            s.runtime_emit("connected", f"{s.label}")
+            if s.runtime._instruments:
+                s.runtime_emit("connected", f"{s.label}")
             req.Setup(s)
             bthread_start_background(s.KeepWrite, req, attr=BthreadAttr(name="KeepWrite"))
             return
@@ -699,7 +707,8 @@ class Socket:
             s._nevent += 1
             nevent = s._nevent
         if nevent != 1:
-            s.runtime_emit("input_event", f"{s.label}: _nevent={nevent}, a reader is already running")
+            if s.runtime._instruments:
+                s.runtime_emit("input_event", f"{s.label}: _nevent={nevent}, a reader is already running")
             return
         attr = BthreadAttr(name="ProcessEvent")
         if FLAGS.event_dispatcher_edisp_unsched:

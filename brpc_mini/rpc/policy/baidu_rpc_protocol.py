@@ -23,6 +23,7 @@ calls SetFailed. Frames are returned as bytes rather than appended to an IOBuf.
 
 from __future__ import annotations
 
+import logging
 import struct
 import zlib
 from enum import IntEnum
@@ -30,11 +31,13 @@ from typing import NamedTuple, Optional, Union
 
 from google.protobuf.message import DecodeError, EncodeError, Message
 
+from brpc_mini.bthread import bthread_id_lock
 from brpc_mini.proto import baidu_rpc_meta_pb2, options_pb2
 from brpc_mini.rpc.errors import EINTERNAL, EREQUEST, ERESPONSE
 from brpc_mini.rpc.iobuf import IOBuf
 
 RpcMeta = baidu_rpc_meta_pb2.RpcMeta
+_log = logging.getLogger("brpc_mini.rpc")
 Data = Union[bytes, bytearray, memoryview, IOBuf]
 
 MAGIC = b"PRPC"
@@ -62,7 +65,7 @@ _UINT64_LIMIT = 1 << 64
 
 
 def _to_bytes(data: Data) -> bytes:
-    if isinstance(data, bytes):
+    if type(data) is bytes or isinstance(data, bytes):
         return data
     if isinstance(data, IOBuf):
         return data.to_bytes()
@@ -639,23 +642,23 @@ def ProcessRpcResponse(msg) -> None:
     user's response object before it is ignored (its error code is restored, not its message).
     A failed lock (EINVAL: the RPC is over; EPERM: it is being destroyed) drops the message.
     """
-    from brpc_mini.bthread import bthread_id_lock
     from brpc_mini.rpc.controller import CompletionInfo
-    import logging
     s = msg.socket
     rt = s.runtime
     meta = ParseRpcMeta(msg.meta)
     if meta is None or not meta.HasField("response"):
-        logging.getLogger("brpc_mini.rpc").warning("Fail to parse RpcMeta of a response from %s", s.label)
+        _log.warning("Fail to parse RpcMeta of a response from %s", s.label)
         return
     cid = meta.correlation_id & _CORRELATION_MASK
     pdata = []
     rc = bthread_id_lock(cid, pdata)
     if rc != 0:
-        rt._emit("drop_response", rt._current_meta(), f"cid=0x{cid:x}: bthread_id_lock returned {rc}")
+        if rt._instruments:
+            rt._emit("drop_response", rt._current_meta(), f"cid=0x{cid:x}: bthread_id_lock returned {rc}")
         return
     cntl = pdata[0]
-    rt.checkpoint("ProcessRpcResponse", f"cid=0x{cid:x} locked")
+    if rt.observed:
+        rt.checkpoint("ProcessRpcResponse", f"cid=0x{cid:x} locked")
     saved_error = cntl.ErrorCode()
     if meta.response.error_code != 0:
         cntl.SetFailed(meta.response.error_code, "%s", meta.response.error_text)
@@ -759,7 +762,8 @@ def ProcessRpcRequest(msg) -> None:
         if handler is None:
             cntl.SetFailed(EINTERNAL, "Method %s() not implemented.", method.name)
             return done.Run()
-        s.runtime._emit("ProcessRpcRequest", None, f"{service_name}.{method_name} cid=0x{correlation_id:x}")
+        if s.runtime._instruments:
+            s.runtime._emit("ProcessRpcRequest", None, f"{service_name}.{method_name} cid=0x{correlation_id:x}")
         try:
             handler(cntl, request, response, done)
         except Exception as exc:  # user code: answer instead of killing the connection
