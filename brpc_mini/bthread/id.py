@@ -161,15 +161,19 @@ def _check_id(id_value, name="id"):
         raise TypeError(f"{name} must be an int (a bthread_id_t value), got {type(id_value).__name__}")
 
 
+def _caller_pool() -> IdPool:
+    """``id_pool()`` of the caller's runtime, without a lookup when the caller is a worker."""
+    g = _tls.group
+    pool = g.control.runtime.ids if g is not None else None
+    return pool if pool is not None else id_pool()
+
+
 def _address(id_value: int):
     """The Id of ``id_value``'s slot in the caller's runtime, or None. Every bthread_id_* call
-    starts here, so the common case (a worker of a runtime that has Ids) takes no function call."""
+    starts here."""
     if type(id_value) is not int:
         _check_id(id_value)
-    g = _tls.group
-    ids = g.control.runtime.ids if g is not None else None
-    if ids is None:
-        ids = id_pool()
+    ids = _caller_pool()
     slot = id_value >> 32
     if 0 <= slot < len(ids.ids):
         return ids.ids[slot]
@@ -193,7 +197,7 @@ def _create(data, on_error, on_error2, range_) -> int:
         raise TypeError("on_error must be callable(id, data, error_code)")
     if on_error2 is not None and not callable(on_error2):
         raise TypeError("on_error2 must be callable(id, data, error_code, error_text)")
-    meta = id_pool().take()
+    meta = _caller_pool().take()
     with meta.mutex:
         meta.data = data
         meta.on_error = on_error if on_error2 is None else None
@@ -366,7 +370,7 @@ def bthread_id_unlock_and_destroy(id_value: int) -> int:
     meta.pending_q.clear()
     meta.data = None
     meta.mutex.release()
-    id_pool().give_back(meta)
+    _caller_pool().give_back(meta)
     butex_wake_except(meta.butex, 0)
     butex_wake_all(meta.join_butex)
     return 0

@@ -222,7 +222,7 @@ class Channel:
         cntl._response = response
         cntl._done = done
         cntl._method = method
-        if self.SingleServer():
+        if self._lb is None:        # SingleServer()
             cntl._single_server_id = self._server_id
             cntl._remote_side = self._server_address
         cntl._lb = self._lb

@@ -83,6 +83,9 @@ class CompletionInfo:
         self.responded = responded
 
 
+_RUN_END_RPC_ATTR = BthreadAttr(name="RunEndRPC")
+
+
 class Call:
     """One try of an RPC. brpc: src/brpc/controller.h, Controller::Call"""
     __slots__ = ("nretry", "need_feedback", "peer_id", "begin_time_us", "sending_sock", "sending_sock_id")
@@ -333,12 +336,12 @@ class Controller:
         rt = self._runtime
         self._current_call.begin_time_us = start_realtime_us
         self._error_code = 0
-        cid = self.current_id()
+        cid = self._correlation_id + self._current_call.nretry + 1    # current_id()
         if rt.observed:
             rt.checkpoint("IssueRPC", f"cid=0x{cid:x} try {self._current_call.nretry}")
         # pick a target server
-        if self.SingleServer():
-            tmp_sock = Socket.Address(self._single_server_id)
+        if self._lb is None:        # SingleServer()
+            tmp_sock = Socket.Address(self._single_server_id, rt)
             if tmp_sock is None or not tmp_sock.IsAvailable():
                 self.SetFailed(EHOSTDOWN, "Not connected to %s yet, server_id=%d",
                                endpoint2str(self._remote_side), self._single_server_id)
@@ -396,7 +399,7 @@ class Controller:
         brpc: src/brpc/controller.cpp, Controller::OnVersionedRPCReturned
         """
         rt = self._runtime
-        while info.id != self._correlation_id and info.id != self.current_id():
+        while info.id != self._correlation_id and info.id != self._correlation_id + self._current_call.nretry + 1:
             if self._unfinished_call is not None and self.get_id(self._unfinished_call.nretry) == info.id:
                 if not self.FailedInline():
                     break           # the original call of a backup request succeeded: use it
@@ -448,7 +451,7 @@ class Controller:
             bthread_id_about_to_destroy(info.id)
         if new_bthread:
             self._tmp_completion_info = info
-            bthread_start_background(RunEndRPC, self, attr=BthreadAttr(name="RunEndRPC"))
+            bthread_start_background(RunEndRPC, self, attr=_RUN_END_RPC_ATTR)
         else:
             self.EndRPC(info)
 
@@ -462,7 +465,7 @@ class Controller:
         if self._timeout_id:
             bthread_timer_del(self._timeout_id)
             self._timeout_id = 0
-        if info.id == self.current_id() or info.id == self._correlation_id:
+        if info.id == self._correlation_id + self._current_call.nretry + 1 or info.id == self._correlation_id:
             sock = self._current_call.sending_sock
             if sock is not None:
                 self._remote_side = sock.remote_side or self._remote_side

@@ -57,6 +57,9 @@ class Handler:
     index: int = 2          # brpc's ProtocolType: PROTOCOL_BAIDU_STD = 2
 
 
+_PROCESS_INPUT_MESSAGE_ATTR = BthreadAttr(name="ProcessInputMessage", flags=BTHREAD_NOSIGNAL)
+
+
 class InputMessage:
     """A cut message on its way to ``process``: meta, payload, and where it came from."""
     __slots__ = ("meta", "payload", "socket", "socket_id", "process", "arg", "received_us", "number")
@@ -204,4 +207,4 @@ class InputMessenger:
     def QueueMessage(self, msg: InputMessage) -> None:
         """Process ``msg`` in a new NOSIGNAL bthread. brpc: tcp_transport.cpp, QueueMessage"""
         bthread_start_background(ProcessInputMessage, msg,
-                                 attr=BthreadAttr(name="ProcessInputMessage", flags=BTHREAD_NOSIGNAL))
+                                 attr=_PROCESS_INPUT_MESSAGE_ATTR)

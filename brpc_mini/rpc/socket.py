@@ -126,6 +126,11 @@ def rpc_state(runtime=None) -> RpcRuntimeState:
     return state
 
 
+# bthread attributes of the socket's bthreads, made once
+_PROCESS_EVENT_ATTR = BthreadAttr(name="ProcessEvent")
+_KEEP_WRITE_ATTR = BthreadAttr(name="KeepWrite")
+
+
 class WriteRequest:
     """One queued write. brpc: src/brpc/socket.cpp, Socket::WriteRequest"""
     __slots__ = ("data", "next", "id_wait", "socket", "setup_done")
@@ -465,7 +470,7 @@ class Socket:
         if self.IsWriteComplete(req, True)[0]:
             self.ReturnSuccessfulWriteRequest(req)
             return 0
-        bthread_start_background(self.KeepWrite, req, attr=BthreadAttr(name="KeepWrite"))
+        bthread_start_background(self.KeepWrite, req, attr=_KEEP_WRITE_ATTR)
         return 0
 
     def _AddOutputBytes(self, n: int) -> None:
@@ -685,7 +690,7 @@ class Socket:
             if s.runtime._instruments:
                 s.runtime_emit("connected", f"{s.label}")
             req.Setup(s)
-            bthread_start_background(s.KeepWrite, req, attr=BthreadAttr(name="KeepWrite"))
+            bthread_start_background(s.KeepWrite, req, attr=_KEEP_WRITE_ATTR)
             return
         fd.close()
         s.SetFailed(err, f"Fail to connect {s.label} {endpoint2str(s.remote_side)}: {berror(err)}")
@@ -710,7 +715,7 @@ class Socket:
             if s.runtime._instruments:
                 s.runtime_emit("input_event", f"{s.label}: _nevent={nevent}, a reader is already running")
             return
-        attr = BthreadAttr(name="ProcessEvent")
+        attr = _PROCESS_EVENT_ATTR
         if FLAGS.event_dispatcher_edisp_unsched:
             bthread_start_background(Socket.ProcessEvent, s, attr=attr)
         else:

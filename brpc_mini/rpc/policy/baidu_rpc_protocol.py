@@ -403,7 +403,10 @@ def SerializeRpcMessage(
     """
     if content_type != CONTENT_TYPE_PB:
         raise ValueError(f"content type {content_type} is not supported by brpc_mini (only PB = 0)")
-    body = CompressData(compress_type, message.SerializeToString(deterministic=True))
+    body = message.SerializeToString(deterministic=True)
+    if compress_type == COMPRESS_TYPE_NONE and checksum_type == CHECKSUM_TYPE_NONE:
+        return body, b""        # the common case: nothing to compress, nothing to sum
+    body = CompressData(compress_type, body)
     return body, ComputeDataChecksum(checksum_type, body, checksum_attachment)
 
 
@@ -481,10 +484,12 @@ def DeserializeRpcMessage(
     """
     if content_type != CONTENT_TYPE_PB:
         return False
-    if not VerifyDataChecksum(checksum_type, data, checksum_value, checksum_attachment):
+    if checksum_type != CHECKSUM_TYPE_NONE and not VerifyDataChecksum(
+            checksum_type, data, checksum_value, checksum_attachment):
         return False
     try:
-        message.ParseFromString(DecompressData(compress_type, data))
+        message.ParseFromString(_to_bytes(data) if compress_type == COMPRESS_TYPE_NONE
+                                else DecompressData(compress_type, data))
     except (CompressError, DecodeError):
         return False
     return message.IsInitialized()
@@ -513,7 +518,9 @@ def _signed_correlation_id(correlation_id: int) -> int:
 
 def _frame(meta: RpcMeta, *parts: bytes) -> bytes:
     meta_bytes = meta.SerializeToString(deterministic=True)
-    payload_size = sum(len(part) for part in parts)
+    payload_size = 0
+    for part in parts:
+        payload_size += len(part)
     return b"".join((PackRpcHeader(len(meta_bytes), payload_size), meta_bytes, *parts))
 
 
