@@ -173,7 +173,10 @@ def _address(id_value: int):
     starts here."""
     if type(id_value) is not int:
         _check_id(id_value)
-    ids = _caller_pool()
+    g = _tls.group          # _caller_pool(), inline: this runs several times per RPC
+    ids = g.control.runtime.ids if g is not None else None
+    if ids is None:
+        ids = id_pool()
     slot = id_value >> 32
     if 0 <= slot < len(ids.ids):
         return ids.ids[slot]
@@ -211,7 +214,7 @@ def _create(data, on_error, on_error2, range_) -> int:
         meta.join_butex.value = meta.first_ver
         meta.pending_q.clear()
         meta.lock_location = ""
-        return make_id(meta.first_ver, meta.slot)
+        return (meta.slot << 32) | meta.first_ver      # make_id
 
 
 def bthread_id_create(data=None, on_error=None) -> int:

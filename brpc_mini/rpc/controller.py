@@ -371,8 +371,9 @@ class Controller:
         self._current_call.sending_sock_id = sending.id()    # see Call.OnComplete
         # make the request
         method = self._method
+        attachment = self._request_attachment
         packet = PackRpcRequest(cid, method.containing_service.full_name, method.name, self._request_buf,
-                                attachment=self._request_attachment.to_bytes(),
+                                attachment=attachment.to_bytes() if attachment._size else b"",
                                 log_id=self._log_id if self._has_log_id else None)
         abstime = None
         if self._connect_timeout_ms > 0:

@@ -33,7 +33,7 @@ import threading
 
 from ..bthread import BthreadAttr, Butex, bthread_join, bthread_start_background, butex_wait, butex_wake
 from ..bthread import bthread_yield
-from ..bthread.context import tls_task_group
+from ..bthread.context import _tls
 from ..bthread.task_meta import BTHREAD_NEVER_QUIT
 
 log = logging.getLogger("brpc_mini.rpc")
@@ -142,9 +142,9 @@ class EventDispatcher:
                 self._parked = False
                 events = self._epoll.poll(0, 32)
             return events
-        g = tls_task_group()
+        g = _tls.group
         g._wake_blocked = self._wake
-        if len(g._remote_rq) or len(g._rq):
+        if g._remote_rq._items or g._rq._items:
             # A bthread pinned here that was pushed home while the hook was unset (between two
             # polls) got no pipe write: poke the pipe so the poll returns and Run yields to it.
             # Without this it waited for the next unrelated I/O event (found by tests/rpc: a
@@ -177,7 +177,7 @@ class EventDispatcher:
                     continue
                 self.nevents += 1
                 if ev & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP):
-                    Socket.StartInputEvent(sid, ev)
+                    Socket.StartInputEvent(sid, ev, self.runtime)
             for fd, ev in events:
                 if fd == self._wakeup_r:
                     continue

@@ -146,7 +146,7 @@ class WriteRequest:
         """Count the bytes as unwritten (and mark the socket overcrowded past the limit)."""
         if not self.setup_done:
             self.setup_done = True
-            s._unwritten_bytes += len(self.data)
+            s._unwritten_bytes += self.data._size
             if s._unwritten_bytes >= FLAGS.socket_max_unwritten_bytes:
                 s._overcrowded = True
 
@@ -419,11 +419,11 @@ class Socket:
 
         brpc: src/brpc/socket.cpp, Socket::Write
         """
-        if not isinstance(data, IOBuf):
+        if type(data) is not IOBuf and not isinstance(data, IOBuf):
             data = IOBuf(data)
-        if not len(data):
+        if not data._size:
             return self._SetError(id_wait, _errno.EINVAL, "empty data")
-        if self.Failed():
+        if self.version & 1:        # Failed()
             return self._SetError(id_wait, self._error_code, self._error_text)
         if self._overcrowded and not ignore_eovercrowded:
             return self._SetError(id_wait, EOVERCROWDED, f"Too many unwritten bytes to {endpoint2str(self.remote_side)}")
@@ -485,7 +485,7 @@ class Socket:
         brpc: src/brpc/socket.cpp, Socket::IsWriteComplete
         """
         with self._write_lock:
-            if old_head.data.empty() and singular:
+            if not old_head.data._size and singular:        # data.empty()
                 desired, return_when_no_more = None, True
             else:
                 desired, return_when_no_more = old_head, False
@@ -698,9 +698,9 @@ class Socket:
 
     # -- read ----------------------------------------------------------------------------------
     @staticmethod
-    def StartInputEvent(socket_id: int, events: int) -> None:
+    def StartInputEvent(socket_id: int, events: int, runtime=None) -> None:
         """An edge on a readable fd: start a reader unless one runs. brpc: Socket::StartInputEvent"""
-        s = Socket.Address(socket_id)
+        s = Socket.Address(socket_id, runtime)
         if s is None:
             return
         if s.on_edge_triggered_events is None:

@@ -137,7 +137,7 @@ def ParseRpcMessage(
     The checks run in brpc's order, so a frame with meta_size > body_size is NOT_ENOUGH_DATA until
     all of it has arrived. brpc also takes the socket and a read_eof flag; this parser needs neither.
     """
-    if not isinstance(source, IOBuf):
+    if type(source) is not IOBuf and not isinstance(source, IOBuf):
         raise TypeError(f"ParseRpcMessage: source must be an IOBuf, got {type(source).__name__}")
     header = source.copy_to(HEADER_SIZE)
     n = len(header)
@@ -152,7 +152,7 @@ def ParseRpcMessage(
     limit = FLAGS_max_body_size if max_body_size is None else max_body_size
     if body_size > limit:
         return PARSE_ERROR_TOO_BIG_DATA, None
-    if len(source) < HEADER_SIZE + body_size:
+    if source._size < HEADER_SIZE + body_size:
         return PARSE_ERROR_NOT_ENOUGH_DATA, None
     if meta_size > body_size:
         # The frame is complete but self-contradictory: drop it and let other protocols look at
@@ -569,8 +569,8 @@ def PackRpcRequest(
     meta.correlation_id = _signed_correlation_id(correlation_id)
     if user_fields:
         meta.user_fields.update(user_fields)
-    body_bytes = _to_bytes(body)
-    attachment_bytes = _to_bytes(attachment)
+    body_bytes = body if type(body) is bytes else _to_bytes(body)
+    attachment_bytes = attachment if type(attachment) is bytes else _to_bytes(attachment)
     if attachment_bytes:
         meta.attachment_size = len(attachment_bytes)
     if timeout_ms is not None and timeout_ms > 0:
@@ -666,17 +666,18 @@ def ProcessRpcResponse(msg) -> None:
     cntl = pdata[0]
     if rt.observed:
         rt.checkpoint("ProcessRpcResponse", f"cid=0x{cid:x} locked")
-    saved_error = cntl.ErrorCode()
+    saved_error = cntl._error_code      # ErrorCode()
     if meta.response.error_code != 0:
         cntl.SetFailed(meta.response.error_code, "%s", meta.response.error_text)
     else:
         payload = msg.payload
         attachment_size = meta.attachment_size
-        if attachment_size > len(payload):
+        payload_size = payload._size
+        if attachment_size > payload_size:
             cntl.SetFailed(ERESPONSE, "attachment_size=%d is larger than payload_size=%d",
-                           attachment_size, len(payload))
+                           attachment_size, payload_size)
         else:
-            body = payload.cutn(len(payload) - attachment_size)
+            body = payload.cutn(payload_size - attachment_size)
             cntl._response_attachment.clear()
             cntl._response_attachment.append(payload)
             response = cntl._response
