@@ -257,7 +257,9 @@ class _AllThreadsProfiler:
     """cProfile in every thread (Python 3.11's cProfile sees only the thread that enabled it):
     ``threading.setprofile`` makes each thread started from now on enable a profiler of its own on
     its first event; ``stop`` merges them all. Greenlet switches inside a worker are seen as calls
-    that return late, so read tottime (own time) rather than cumulative time of the runtime's loops."""
+    that return late, so read tottime (own time) rather than cumulative time of the runtime's loops.
+    (``brpc_mini.perf.layer_breakdown`` profiles exactly N calls instead, each thread enabling its
+    own profiler, and sums the own time by layer: notebooks/09_performance.ipynb.)"""
 
     def __init__(self):
         import cProfile
@@ -276,17 +278,12 @@ class _AllThreadsProfiler:
         prof.enable()
 
     def stop(self, path):
-        import pstats
+        from brpc_mini.perf import merge_profiles   # shared with the performance chapter
         threading.setprofile(None)
         self._main.disable()
-        stats = pstats.Stats(self._main)
         for prof in self.profiles:
             prof.disable()   # only affects its own thread if that is this one; others are done
-            try:
-                stats.add(prof)
-            except TypeError:   # a profile that never saw an event
-                pass
-        stats.dump_stats(path)
+        merge_profiles([self._main, *self.profiles]).dump_stats(path)
 
 
 def _maybe_profiler(args):

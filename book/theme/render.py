@@ -359,7 +359,8 @@ class PageRenderer:
         source = ""
         if "text/plain" in data:
             text = self.text_of(self.mime_content(data["text/plain"]))
-            if text.strip():
+            # graphviz pictures carry their DOT source; a matplotlib figure only "<Figure size ...>"
+            if re.match(r"\s*(strict\s+)?(di)?graph\b", text):
                 source = (f'<details class="picture-source"><summary>DOT source</summary>'
                           f'<pre>{esc(text)}</pre></details>')
         return (f'<figure class="output output-figure"><img src="{esc(src)}" alt="{esc(alt)}" loading="eager">'

@@ -139,6 +139,29 @@ def ParseRpcMessage(
     """
     if type(source) is not IOBuf and not isinstance(source, IOBuf):
         raise TypeError(f"ParseRpcMessage: source must be an IOBuf, got {type(source).__name__}")
+    chunks = source._chunks
+    if chunks and len(chunks[0]) >= HEADER_SIZE:
+        # The common case, one read holding whole frames: when this frame lies inside the first
+        # chunk, cut it with two slices of that chunk. Same checks, same result as below.
+        first = chunks[0]
+        magic, body_size, meta_size = _HEADER.unpack_from(first)
+        frame_size = HEADER_SIZE + body_size
+        if (magic == MAGIC and meta_size <= body_size and len(first) >= frame_size
+                and body_size <= (FLAGS_max_body_size if max_body_size is None else max_body_size)):
+            meta_end = HEADER_SIZE + meta_size
+            meta, payload = IOBuf(), IOBuf()
+            if meta_size:
+                meta._chunks.append(first[HEADER_SIZE:meta_end])
+                meta._size = meta_size
+            if frame_size > meta_end:
+                payload._chunks.append(first[meta_end:frame_size])
+                payload._size = frame_size - meta_end
+            if len(first) == frame_size:
+                chunks.popleft()
+            else:
+                chunks[0] = first[frame_size:]
+            source._size -= frame_size
+            return PARSE_OK, RpcMessage(meta, payload)
     header = source.copy_to(HEADER_SIZE)
     n = len(header)
     if n >= 4:
