@@ -104,7 +104,9 @@ def parse_args(argv):
     parser.add_argument("--max_retry", type=int, default=3, help="max retries (not including the first RPC)")
     parser.add_argument("--dont_fail", action="store_true", help="stop at the first failed call")
     parser.add_argument("--duration_s", type=float, default=0, help="stop after this many seconds (0: Ctrl-C)")
-    parser.add_argument("--concurrency", type=int, default=9, help="bthread workers (brpc's default: 9)")
+    parser.add_argument("--concurrency", type=int, default=9,
+                        help="bthread workers (brpc's default: 9). Under the GIL 1 gives the most QPS "
+                             "but a LIFO run queue without thieves: long tails (benchmarks/README.md)")
     parser.add_argument("--enable_ssl", action="store_true", help="not supported")
     parser.add_argument("--dummy_port", type=int, default=-1, help="not supported")
     args = parser.parse_args(argv)
