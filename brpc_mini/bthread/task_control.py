@@ -142,6 +142,17 @@ class TaskControl:
             woken += groups[(start + i) % n]._pl.signal(1)
             if woken >= num_task:
                 return
+        if woken == 0 and self.runtime.threads_mode:
+            # Nobody was asleep to take the work. A worker blocked in an EventDispatcher's epoll
+            # (brpc's dispatcher borrows a worker) is not asleep in its parking lot and would not
+            # look before the next I/O event: with concurrency=1 a bthread started from main then
+            # waited for ever (found by chapter 09's helper). Poke one such worker: its dispatcher
+            # yields, and the worker runs or steals the new bthread.
+            for i in range(n):
+                wake = groups[(start + i) % n]._wake_blocked
+                if wake is not None:
+                    wake()
+                    return
 
     def stop_and_join(self, timeout: float = 5.0) -> list:
         """Threads mode: stop every parking lot and join the workers; returns the stuck ones."""

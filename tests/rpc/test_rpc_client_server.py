@@ -362,3 +362,26 @@ def test_deterministic_runs_over_real_sockets_repeat_exactly(peer):
     first = run()
     assert any(kind == "ProcessRpcResponse" for kind, *_ in first)
     assert run() == first
+
+
+def test_bthread_from_main_runs_while_the_only_worker_waits_in_epoll():
+    """concurrency=1: once a connection exists, the only worker blocks in the EventDispatcher's
+    epoll. A bthread started from main then went to ``_remote_rq`` with nobody asleep to signal and
+    waited for the next I/O event — for ever when none came (found by chapter 09's helper)."""
+    import time
+
+    from brpc_mini.bthread import Runtime
+    from rpc_helpers import PROMPTLY_S, close_checked, wait_for
+    with Runtime(concurrency=1, mode="threads") as runtime:
+        with EchoServer() as server:
+            channel = Channel()
+            assert channel.Init(f"127.0.0.1:{server.port}", ChannelOptions()) == 0
+            cntl = Controller()
+            EchoService_Stub(channel).Echo(cntl, echo_pb2.EchoRequest(message="x"))
+            assert not cntl.Failed(), cntl.ErrorText()
+            time.sleep(0.1)   # the worker is back in epoll, nothing else to do
+            ran = []
+            tid = bthread_start_background(ran.append, "ran")
+            wait_for(lambda: ran, timeout=PROMPTLY_S, what="the bthread started from main")
+            bthread_join(tid)
+        close_checked(runtime)
