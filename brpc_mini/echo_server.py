@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -164,8 +165,10 @@ class EchoServerProcess(ServerProcess):
     """``python -m brpc_mini.echo_server`` in a child process; killed when the ``with`` ends."""
 
     def __init__(self, port: int = 0, *extra_args: str):
-        super().__init__([sys.executable, "-m", "brpc_mini.echo_server", "--port", str(port), *extra_args],
-                         "echo server")
+        # --parent_pid: the server also quits if this process dies without leaving the ``with``
+        # (a notebook kernel killed or restarted mid-chapter), instead of serving on as an orphan
+        super().__init__([sys.executable, "-m", "brpc_mini.echo_server", "--port", str(port),
+                          "--parent_pid", str(os.getpid()), *extra_args], "echo server")
 
 
 def main(argv=None) -> int:
@@ -177,6 +180,8 @@ def main(argv=None) -> int:
                         help="echo the request attachment back")
     parser.add_argument("--concurrency", type=int, default=4, help="bthread workers")
     parser.add_argument("--verbose", action="store_true", help="log every request, as brpc's example does")
+    parser.add_argument("--parent_pid", type=int, default=0,
+                        help="quit when this process is no longer our parent (0: never)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(message)s")
@@ -194,7 +199,9 @@ def main(argv=None) -> int:
             return 1
         print(f"EchoServer is serving on port={port}", flush=True)
         while not stop.wait(0.5):
-            pass
+            if args.parent_pid and os.getppid() != args.parent_pid:
+                print("EchoServer: the process that started it is gone", file=sys.stderr, flush=True)
+                break
         server.stop()
     print("EchoServer is going to quit", flush=True)
     return 0

@@ -141,3 +141,25 @@ def test_echo_server_process_echo_attachment_flag(rt):
         cntl, response = echo(channel, "x", attachment=b"att")
         assert not cntl.Failed(), cntl.ErrorText()
         assert cntl.response_attachment().to_bytes() == b""
+
+
+def test_echo_server_process_quits_when_its_parent_dies():
+    """A notebook kernel killed mid-chapter never leaves the ``with``: the server must not serve on
+    as an orphan. The parent here is a short-lived python that starts it and exits at once."""
+    import os
+    import time
+    code = ("import os; from brpc_mini.echo_server import EchoServerProcess; "
+            "s = EchoServerProcess().__enter__(); print(s.proc.pid, flush=True); os._exit(0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    pid = int(out.stdout.split()[0])
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return      # exited; an init that does not reap (some containers) keeps a zombie
+        except (FileNotFoundError, ProcessLookupError):
+            return
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    raise AssertionError(f"echo server {pid} outlived the process that started it")
