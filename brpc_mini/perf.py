@@ -1,6 +1,6 @@
 """How fast brpc_mini's client is, and where the time of one RPC goes — for notebooks and readers.
 
-Two functions, each starting and stopping everything it uses (its own threads-mode runtime, its
+Three functions, each starting and stopping everything it uses (its own threads-mode runtime, its
 channel and socket, its workers and TimerThread):
 
 ``run_echo_load(address, senders, duration_s)``
@@ -8,6 +8,10 @@ channel and socket, its workers and TimerThread):
     loop of synchronous Echo calls on one Channel (one connection), exactly the sender loop of
     :mod:`brpc_mini.multi_threaded_echo_client`. Returns a :class:`LoadResult` (QPS, latencies,
     percentiles); an optional ``progress(elapsed_s, calls)`` callback can drive a progress bar.
+
+``rpc_timeline(address, calls)``
+    one synchronous call's wall time along the seed's steps (send, write, wait, dispatch, cut,
+    process, end, wake): the medians of :data:`TIMELINE_STAGES`, the kernel and the server included.
 
 ``layer_breakdown(address, calls)``
     ``calls`` echo calls from one bthread under cProfile, every thread that works for the client
@@ -32,6 +36,7 @@ import cProfile
 import os
 import pstats
 import re
+import statistics
 import threading
 import time
 import types
@@ -407,9 +412,8 @@ def layer_breakdown(address: str, calls: int = 2000, *, top: int = 3, request_si
     process, ``time.process_time``, and wall time) and once under it. The profile gives the shares;
     the un-profiled CPU per call turns them into microseconds.
 
-    The whole measurement runs inside that one bthread, started before the channel connects:
-    with a single worker, a bthread started from outside while the worker sits in the
-    EventDispatcher's ``epoll_wait`` would wait for the next I/O event.
+    The whole measurement runs inside that one bthread: a cProfile profiler only sees the thread
+    that enables it, so the worker must enable its own.
     """
     _check_address(address)
     _check_positive_int("calls", calls)
@@ -476,3 +480,180 @@ def layer_breakdown(address: str, calls: int = 2000, *, top: int = 3, request_si
         rows.append(LayerRow(layer.name, layer.brpc, share, share * cpu_us,
                              [(name, seconds / total * cpu_us) for name, seconds in best]))
     return Breakdown(calls, cpu_us, out["wall"] * 1e6 / calls, out["profiled_cpu"] * 1e6 / calls, rows, stats)
+
+
+# ---------------------------------------------------------------------------------------------
+# the timeline of one RPC, on the wall clock
+
+#: The stages of one synchronous RPC in the order they happen, on the path where the response
+#: arrives after the sender went to sleep (epoll_wait wakes the dispatcher): key, what happens
+#: (with brpc's names), the brpc files, and whether brpc_mini's Python does the work ("python") or
+#: the kernel and the server do ("kernel & server").
+TIMELINE_STAGES = [
+    ("send", "Controller, Channel::CallMethod (Id, timer), IssueRPC, PackRpcRequest",
+     "channel.cpp, controller.cpp, baidu_rpc_protocol.cpp", "python"),
+    ("write", "Socket::Write: sendmsg gives the frame to the kernel (on loopback the kernel also "
+              "delivers it to the server)", "socket.cpp", "kernel & server"),
+    ("join", "bthread_id_unlock, then Join: the sender sleeps on the Id's join_butex", "id.cpp", "python"),
+    ("wait", "the server answers; epoll_wait returns in EventDispatcher::Run", "event_dispatcher.cpp",
+     "kernel & server"),
+    ("dispatch", "StartInputEvent starts the reader bthread (bthread_start_urgent)",
+     "socket.cpp, task_group.cpp", "python"),
+    ("cut", "InputMessenger::OnNewMessages: read, cut the frame (ParseRpcMessage)",
+     "input_messenger.cpp", "python"),
+    ("process", "ProcessRpcResponse: RpcMeta, bthread_id_lock, parse the response, "
+                "OnVersionedRPCReturned", "baidu_rpc_protocol.cpp, controller.cpp", "python"),
+    ("end", "EndRPC: delete the timer, Call::OnComplete", "controller.cpp", "python"),
+    ("wake", "bthread_id_unlock_and_destroy wakes the sender, which returns from Join",
+     "id.cpp, butex.cpp", "python"),
+]
+TIMELINE_KEYS = [stage[0] for stage in TIMELINE_STAGES]
+
+
+@dataclass
+class TimelineStage:
+    key: str
+    what: str
+    brpc: str
+    kind: str                # "python" or "kernel & server"
+    median_us: float
+    mean_us: float
+
+
+@dataclass
+class Timeline:
+    """The result of :func:`rpc_timeline`."""
+    calls: int               # calls measured
+    samples: int             # of them, calls that took the epoll path (the ones timed by stage)
+    wall_us_per_call: float  # all measured calls, marks included
+    stages: list
+
+    def stage(self, key: str) -> TimelineStage:
+        return next(st for st in self.stages if st.key == key)
+
+    def total_us(self, kind: str | None = None) -> float:
+        return sum(st.median_us for st in self.stages if kind is None or st.kind == kind)
+
+    def table(self) -> str:
+        lines = [f"{'stage':<9} {'median µs':>9}  {'who':<15}  what happens (brpc)"]
+        for st in self.stages:
+            lines.append(f"{st.key:<9} {st.median_us:>9.1f}  {st.kind:<15}  {st.what}")
+        lines.append(f"{'total':<9} {self.total_us():>9.1f}  python {self.total_us('python'):.0f} µs, "
+                     f"kernel & server {self.total_us('kernel & server'):.0f} µs; "
+                     f"{self.samples} of {self.calls} calls took this path")
+        return "\n".join(lines)
+
+    __str__ = table
+
+
+class _Marks:
+    """Wraps the functions that begin the stages so that each records ``perf_counter_ns`` when it
+    starts (and ``Socket.Write`` when it ends too); undone on exit. While it is active, every
+    runtime of the process pays the wrappers (about a microsecond per call in all)."""
+
+    def __init__(self):
+        self.marks = {}
+        self._undo = []
+
+    def _wrap(self, owner, name, key, after=None):
+        original = owner.__dict__[name]
+        marks, now = self.marks, time.perf_counter_ns
+
+        def wrapper(*args, **kwargs):
+            marks[key] = now()
+            result = original(*args, **kwargs)
+            if after:
+                marks[after] = now()
+            return result
+        wrapper.__wrapped__ = original
+        setattr(owner, name, wrapper)
+        self._undo.append((owner, name, original))
+
+    def __enter__(self):
+        from .rpc import channel, controller, event_dispatcher, input_messenger, socket
+        marks, now = self.marks, time.perf_counter_ns
+        original_wait = event_dispatcher.EventDispatcher.__dict__["_wait_events"]
+
+        def _wait_events(dispatcher):
+            events = original_wait(dispatcher)
+            marks["wait_end"] = now()
+            return events
+        event_dispatcher.EventDispatcher._wait_events = _wait_events
+        self._undo.append((event_dispatcher.EventDispatcher, "_wait_events", original_wait))
+        self._wrap(socket.Socket, "Write", "send_end", "write_end")
+        self._wrap(channel, "Join", "join_end")
+        self._wrap(input_messenger.InputMessenger, "OnNewMessages", "dispatch_end")
+        self._wrap(input_messenger, "ProcessInputMessage", "cut_end")
+        self._wrap(controller.Controller, "EndRPC", "process_end")
+        self._wrap(controller, "bthread_id_unlock_and_destroy", "end_end")
+        return self
+
+    def __exit__(self, *exc):
+        for owner, name, original in reversed(self._undo):
+            setattr(owner, name, original)
+        self._undo.clear()
+        return False
+
+
+def rpc_timeline(address: str, calls: int = 2000, *, request_size: int = 16, timeout_ms: int = 1000) -> Timeline:
+    """Where the wall time of one synchronous RPC goes, stage by stage (:data:`TIMELINE_STAGES`).
+
+    One bthread makes ``calls`` Echo calls on a threads-mode ``Runtime(concurrency=1)`` of its own,
+    after a warm-up; the functions that begin each stage record the time they start. A stage's
+    figure is its median over the calls whose response arrived after the sender had gone to sleep
+    (the dispatcher's epoll_wait woke up for it) — nearly every call with one sender. Unlike
+    :func:`layer_breakdown`, which shares out the client's CPU, this shows the critical path of one
+    call, the kernel and the server included. It patches brpc_mini's functions for its duration:
+    run it alone.
+    """
+    _check_address(address)
+    _check_positive_int("calls", calls)
+    _check_positive_int("request_size", request_size)
+    request = echo_pb2.EchoRequest(message="r" * request_size)
+    order = ["start", "send_end", "write_end", "join_end", "wait_end", "dispatch_end", "cut_end",
+             "process_end", "end_end", "stop"]
+    durations = {key: [] for key in TIMELINE_KEYS}
+    out = {}
+    with _Marks() as recorder:
+        marks = recorder.marks
+
+        def measure():
+            channel = _open_channel(address, timeout_ms)
+            stub = EchoService_Stub(channel)
+            now = time.perf_counter_ns
+            for i in range(max(20, calls // 10) + calls):
+                if i == max(20, calls // 10):
+                    out["t0"] = now()
+                marks.clear()
+                marks["start"] = now()
+                cntl = Controller()
+                stub.Echo(cntl, request)
+                marks["stop"] = now()
+                if cntl.Failed():
+                    raise ConnectionError(f"an echo call to {address} failed: {cntl.ErrorText()}")
+                if "t0" not in out:
+                    continue
+                times = [marks.get(key) for key in order]
+                if None in times or any(b < a for a, b in zip(times, times[1:])):
+                    continue        # a response read before the sender slept: no epoll stage
+                for key, a, b in zip(TIMELINE_KEYS, times, times[1:]):
+                    durations[key].append((b - a) / 1000)
+            out["t1"] = now()
+
+        def guarded():
+            try:
+                measure()
+            except BaseException as exc:
+                out["error"] = exc
+
+        with Runtime(concurrency=1, mode="threads"):
+            bthread_join(bthread_start_background(guarded))
+    if "error" in out:
+        raise out["error"]
+    samples = len(durations["send"])
+    if not samples:
+        raise RuntimeError("no call took the epoll path; the timeline has nothing to show")
+    stages = [TimelineStage(key, what, brpc, kind, statistics.median(durations[key]),
+                            statistics.fmean(durations[key]))
+              for key, what, brpc, kind in TIMELINE_STAGES]
+    return Timeline(calls, samples, (out["t1"] - out["t0"]) / 1000 / calls, stages)

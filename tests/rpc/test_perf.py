@@ -110,6 +110,37 @@ def test_layer_breakdown_accounts_for_every_layer(server_address):
     assert all(name in text for name in perf.LAYER_NAMES) and "total" in text
 
 
+def test_rpc_timeline_times_every_stage_and_undoes_its_marks(server_address):
+    from brpc_mini.rpc import channel, controller, event_dispatcher, input_messenger, socket
+    patched = [(socket.Socket, "Write"), (channel, "Join"), (event_dispatcher.EventDispatcher, "_wait_events"),
+               (input_messenger.InputMessenger, "OnNewMessages"), (input_messenger, "ProcessInputMessage"),
+               (controller.Controller, "EndRPC"), (controller, "bthread_id_unlock_and_destroy")]
+    before = [getattr(owner, name) for owner, name in patched]
+    fds = open_fds()
+    t = perf.rpc_timeline(server_address, 300)
+    assert open_fds() == fds
+    assert [getattr(owner, name) for owner, name in patched] == before, "a mark was left in place"
+    assert t.calls == 300 and 0 < t.samples <= 300
+    assert [st.key for st in t.stages] == perf.TIMELINE_KEYS
+    assert all(st.median_us > 0 and st.mean_us > 0 for st in t.stages), t.table()
+    assert {st.kind for st in t.stages} == {"python", "kernel & server"}
+    assert math.isclose(t.total_us(), t.total_us("python") + t.total_us("kernel & server"))
+    # the stages tile one call: their medians add up to about one call (medians, not means: loose)
+    assert 0.3 * t.wall_us_per_call < t.total_us() < 3 * t.wall_us_per_call, t.table()
+    assert "wait" in t.table() and "took this path" in t.table()
+
+
+def test_rpc_timeline_rejects_bad_input_naming_it():
+    with pytest.raises(ValueError, match="calls must be >= 1"):
+        perf.rpc_timeline("127.0.0.1:8000", 0)
+    from brpc_mini.rpc.socket import Socket
+    write = Socket.Write
+    address = f"127.0.0.1:{free_port()}"
+    with pytest.raises(ConnectionError, match=f"no echo server answered at {address}"):
+        perf.rpc_timeline(address, 10)
+    assert Socket.Write is write, "a failed timeline left its marks in place"
+
+
 def test_every_file_a_layer_names_exists():
     for layer in perf.LAYERS:
         for f in layer.files:
