@@ -283,7 +283,7 @@ def own_time_by_layer(stats: pstats.Stats) -> dict:
     raw = stats.stats
     cache = {}
 
-    def layer_of(func, depth=0):
+    def layer_of(func):
         if func in cache:
             return cache[func]
         filename, _, name = func
