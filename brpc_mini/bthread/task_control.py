@@ -143,16 +143,16 @@ class TaskControl:
             if woken >= num_task:
                 return
         if woken == 0 and self.runtime.threads_mode:
-            # Nobody was asleep to take the work. A worker blocked in an EventDispatcher's epoll
-            # (brpc's dispatcher borrows a worker) is not asleep in its parking lot and would not
-            # look before the next I/O event: with concurrency=1 a bthread started from main then
-            # waited for ever (found by chapter 09's helper). Poke one such worker: its dispatcher
-            # yields, and the worker runs or steals the new bthread.
-            for i in range(n):
-                wake = groups[(start + i) % n]._wake_blocked
-                if wake is not None:
-                    wake()
-                    return
+            # Nobody was asleep to take the work. A busy worker steals it once its bthread yields;
+            # but a worker blocked in an EventDispatcher's epoll (brpc's dispatcher borrows a
+            # worker) is neither asleep nor busy and looks only at the next I/O event. When every
+            # worker is blocked that way (concurrency=1 and a connection open), the new bthread
+            # waited for ever (found by chapter 09's helper): poke one, its dispatcher yields and
+            # the worker runs or steals it. Only then: under load a poke per start would cost a
+            # pipe write and a wasted epoll return each time.
+            hooks = [g._wake_blocked for g in groups]
+            if all(hook is not None for hook in hooks):
+                hooks[start % n]()
 
     def stop_and_join(self, timeout: float = 5.0) -> list:
         """Threads mode: stop every parking lot and join the workers; returns the stuck ones."""
