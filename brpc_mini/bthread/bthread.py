@@ -228,7 +228,7 @@ def bthread_about_to_quit() -> int:
 
     brpc: src/bthread/bthread.cpp, bthread_about_to_quit
     """
-    g = _tls.group
+    g = tls_task_group()
     if g is not None and not g._cur_meta.is_main:
         meta = g._cur_meta
         if not meta.attr.flags & BTHREAD_NEVER_QUIT:
@@ -286,10 +286,8 @@ def bthread_timer_add(fn, abstime_us: int, arg=None) -> int:
     brpc: src/bthread/bthread.cpp, bthread_timer_add (which returns ESTOP when refused and
     stores the id through a pointer; here the id is the return value and 0 means refused)
     """
-    g = _tls.group
-    rt = g.runtime if g is not None else current_runtime()
-    if rt.timer_thread is None:
-        rt.get_or_new_task_control()
+    rt = current_runtime()
+    rt.get_or_new_task_control()
     return rt.timer_thread.schedule(fn, arg, abstime_us)
 
 
@@ -300,8 +298,7 @@ def bthread_timer_del(timer_id: int) -> int:
     """
     if not isinstance(timer_id, int):
         raise TypeError(f"timer_id must be an int, got {type(timer_id).__name__}")
-    g = _tls.group
-    rt = g.runtime if g is not None else current_runtime()
+    rt = current_runtime()
     if rt.timer_thread is None:
         return EINVAL
     rc = rt.timer_thread.unschedule(timer_id)

@@ -226,11 +226,16 @@ def butex_wake(butex: Butex, nosignal: bool = False) -> int:
             return 0
         front = butex.waiters.popleft()
         front.container = None
+    _wake_front(front, butex, nosignal)
+    return 1
+
+
+def _wake_front(front, butex: Butex, nosignal: bool) -> None:
+    """Wake the waiter taken first off ``butex``: a plain thread, or a bthread switched to now."""
     if front.tid == 0:
         wakeup_pthread(front)
-        return 1
-    _wake_bthread_waiter(front.task_meta.runtime, front, butex, nosignal, exchange=True)
-    return 1
+    else:
+        _wake_bthread_waiter(front.task_meta.runtime, front, butex, nosignal, exchange=True)
 
 
 def butex_wake_n(butex: Butex, n: int, nosignal: bool = False) -> int:
@@ -254,10 +259,7 @@ def butex_wake_n(butex: Butex, n: int, nosignal: bool = False) -> int:
         else:
             front = None
     if front is not None:
-        if front.tid == 0:
-            wakeup_pthread(front)
-        else:
-            _wake_bthread_waiter(front.task_meta.runtime, front, butex, nosignal, exchange=True)
+        _wake_front(front, butex, nosignal)
         return 1
     bthread_waiters, pthread_waiters = [], []
     with butex.waiter_lock:
@@ -353,8 +355,7 @@ def erase_from_butex(bw: ButexWaiter, wakeup: bool, state: int) -> bool:
     if erased and wakeup:
         if bw.tid:
             rt = bw.task_meta.runtime
-            if rt._instruments:
-                rt._emit("wake", bw.task_meta, "timed out" if state == WAITER_STATE_TIMEDOUT else "interrupted")
+            rt._emit("wake", bw.task_meta, "timed out" if state == WAITER_STATE_TIMEDOUT else "interrupted")
             _run_woken_bthread(rt, bw.task_meta, nosignal=False, exchange=False)
         else:
             wakeup_pthread(bw)

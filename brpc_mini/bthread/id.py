@@ -33,7 +33,7 @@ import threading
 from collections import deque, namedtuple
 
 from .butex import Butex, butex_wait, butex_wake, butex_wake_all, butex_wake_except
-from .context import _tls, current_runtime
+from .context import current_runtime
 from .errno import EBUSY, EINTR, EINVAL, EPERM, EWOULDBLOCK
 
 #: brpc: src/bthread/id.cpp, ID_MAX_RANGE
@@ -161,26 +161,9 @@ def _check_id(id_value, name="id"):
         raise TypeError(f"{name} must be an int (a bthread_id_t value), got {type(id_value).__name__}")
 
 
-def _caller_pool() -> IdPool:
-    """``id_pool()`` of the caller's runtime, without a lookup when the caller is a worker."""
-    g = _tls.group
-    pool = g.control.runtime.ids if g is not None else None
-    return pool if pool is not None else id_pool()
-
-
 def _address(id_value: int):
-    """The Id of ``id_value``'s slot in the caller's runtime, or None. Every bthread_id_* call
-    starts here."""
-    if type(id_value) is not int:
-        _check_id(id_value)
-    g = _tls.group          # _caller_pool(), inline: this runs several times per RPC
-    ids = g.control.runtime.ids if g is not None else None
-    if ids is None:
-        ids = id_pool()
-    slot = id_value >> 32
-    if 0 <= slot < len(ids.ids):
-        return ids.ids[slot]
-    return None
+    _check_id(id_value)
+    return id_pool().address(id_value)
 
 
 def address_id(id_value: int):
@@ -200,7 +183,7 @@ def _create(data, on_error, on_error2, range_) -> int:
         raise TypeError("on_error must be callable(id, data, error_code)")
     if on_error2 is not None and not callable(on_error2):
         raise TypeError("on_error2 must be callable(id, data, error_code, error_text)")
-    meta = _caller_pool().take()
+    meta = id_pool().take()
     with meta.mutex:
         meta.data = data
         meta.on_error = on_error if on_error2 is None else None
@@ -214,7 +197,7 @@ def _create(data, on_error, on_error2, range_) -> int:
         meta.join_butex.value = meta.first_ver
         meta.pending_q.clear()
         meta.lock_location = ""
-        return (meta.slot << 32) | meta.first_ver      # make_id
+        return make_id(meta.first_ver, meta.slot)
 
 
 def bthread_id_create(data=None, on_error=None) -> int:
@@ -259,14 +242,14 @@ def bthread_id_lock_and_reset_range(id_value: int, range: int = 0, pdata=None) -
     meta = _address(id_value)
     if meta is None:
         return EINVAL
-    id_ver = id_value & 0xFFFFFFFF
+    id_ver = get_version(id_value)
     ever_contended = False
     meta.mutex.acquire()
-    while meta.first_ver <= id_ver < meta.locked_ver:
+    while meta.has_version(id_ver):
         if meta.butex.value == meta.first_ver:
             if range and meta.first_ver + range > meta.locked_ver:
                 meta.locked_ver = meta.first_ver + range
-            meta.butex.value = meta.locked_ver + 1 if ever_contended else meta.locked_ver   # contended_ver
+            meta.butex.value = meta.contended_ver() if ever_contended else meta.locked_ver
             data = meta.data
             meta.mutex.release()
             if pdata is not None:
@@ -316,7 +299,7 @@ def _acquire_locked(id_value: int):
     if meta is None:
         return None, EINVAL
     meta.mutex.acquire()
-    if not meta.first_ver <= (id_value & 0xFFFFFFFF) < meta.locked_ver:    # has_version
+    if not meta.has_version(get_version(id_value)):
         meta.mutex.release()
         return None, EINVAL
     if meta.butex.value == meta.first_ver:
@@ -347,7 +330,7 @@ def bthread_id_unlock(id_value: int) -> int:
         meta.mutex.release()
         _run_on_error(meta, pending, data)
         return 0
-    contended = meta.butex.value == meta.locked_ver + 1     # contended_ver
+    contended = meta.butex.value == meta.contended_ver()
     meta.butex.value = meta.first_ver
     meta.mutex.release()
     if contended:
@@ -365,7 +348,7 @@ def bthread_id_unlock_and_destroy(id_value: int) -> int:
     meta, rc = _acquire_locked(id_value)
     if meta is None:
         return rc
-    end = meta.locked_ver + 3       # end_ver
+    end = meta.end_ver()
     meta.first_ver = end
     meta.locked_ver = end
     meta.butex.value = end
@@ -373,7 +356,7 @@ def bthread_id_unlock_and_destroy(id_value: int) -> int:
     meta.pending_q.clear()
     meta.data = None
     meta.mutex.release()
-    _caller_pool().give_back(meta)
+    id_pool().give_back(meta)
     butex_wake_except(meta.butex, 0)
     butex_wake_all(meta.join_butex)
     return 0
@@ -422,10 +405,10 @@ def bthread_id_join(id_value: int) -> int:
     meta = _address(id_value)
     if meta is None:
         return EINVAL
-    id_ver = id_value & 0xFFFFFFFF
+    id_ver = get_version(id_value)
     while True:
         with meta.mutex:
-            alive = meta.first_ver <= id_ver < meta.locked_ver       # has_version
+            alive = meta.has_version(id_ver)
             expected = meta.join_butex.value
         if not alive:
             return 0

@@ -173,7 +173,6 @@ class Runtime:
         self._stop_hooks: list = []
         self._nosignal_group = None
         self.ids = None                 # the Id pool, made by brpc_mini.bthread.id on first use
-        self._rpc = None                # the RPC layer's state, made by brpc_mini.rpc.socket.rpc_state
         self._pause_kinds: set = set()
         self.checkpoints_hit: list = []
         self.paused_at = None

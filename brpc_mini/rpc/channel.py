@@ -200,7 +200,7 @@ class Channel:
         cntl._preferred_index = self._preferred_index
         cntl._retry_policy = self._options.retry_policy
         response = response_class() if response_class is not None else None
-        correlation_id = cntl._correlation_id or cntl.call_id()
+        correlation_id = cntl.call_id()
         rc = bthread_id_lock_and_reset_range(correlation_id, 2 + cntl._max_retry)
         if rc != 0:
             if not cntl.FailedInline():
@@ -222,7 +222,7 @@ class Channel:
         cntl._response = response
         cntl._done = done
         cntl._method = method
-        if self._lb is None:        # SingleServer()
+        if self.SingleServer():
             cntl._single_server_id = self._server_id
             cntl._remote_side = self._server_address
         cntl._lb = self._lb

@@ -336,11 +336,11 @@ class Controller:
         rt = self._runtime
         self._current_call.begin_time_us = start_realtime_us
         self._error_code = 0
-        cid = self._correlation_id + self._current_call.nretry + 1    # current_id()
+        cid = self.current_id()
         if rt.observed:
             rt.checkpoint("IssueRPC", f"cid=0x{cid:x} try {self._current_call.nretry}")
         # pick a target server
-        if self._lb is None:        # SingleServer()
+        if self.SingleServer():
             tmp_sock = Socket.Address(self._single_server_id, rt)
             if tmp_sock is None or not tmp_sock.IsAvailable():
                 self.SetFailed(EHOSTDOWN, "Not connected to %s yet, server_id=%d",
@@ -400,15 +400,14 @@ class Controller:
         brpc: src/brpc/controller.cpp, Controller::OnVersionedRPCReturned
         """
         rt = self._runtime
-        while info.id != self._correlation_id and info.id != self._correlation_id + self._current_call.nretry + 1:
+        while info.id != self._correlation_id and info.id != self.current_id():
             if self._unfinished_call is not None and self.get_id(self._unfinished_call.nretry) == info.id:
                 if not self.FailedInline():
                     break           # the original call of a backup request succeeded: use it
                 self._unfinished_call.OnComplete(self, self._error_code, info.responded, False)
                 self._unfinished_call = None
             # a stale try: restore the error the RPC had, drop what it brought
-            if rt._instruments:
-                rt._emit("stale", rt._current_meta(), f"cid=0x{info.id:x} ignored (current 0x{self.current_id():x})")
+            rt._emit("stale", rt._current_meta(), f"cid=0x{info.id:x} ignored (current 0x{self.current_id():x})")
             self._error_code = saved_error
             self._response_attachment.clear()
             bthread_id_unlock(info.id)
@@ -432,8 +431,7 @@ class Controller:
                 self._unfinished_call = Call(self._current_call)
                 self._current_call.nretry += 1
                 self._flags |= FLAGS_BACKUP_REQUEST
-                if rt._instruments:
-                    rt._emit("backup_request", rt._current_meta(), f"try {self._current_call.nretry}")
+                rt._emit("backup_request", rt._current_meta(), f"try {self._current_call.nretry}")
                 return self.IssueRPC(rt.gettimeofday_us())
             policy = self._retry_policy or DefaultRetryPolicy
             if policy.DoRetry(self):
@@ -442,8 +440,7 @@ class Controller:
                 self._current_call.OnComplete(self, self._error_code, info.responded, False)
                 self._current_call.nretry += 1
                 self._response_attachment.clear()
-                if rt._instruments:
-                    rt._emit("retry", rt._current_meta(), f"try {self._current_call.nretry} after [E{self._error_code}]")
+                rt._emit("retry", rt._current_meta(), f"try {self._current_call.nretry} after [E{self._error_code}]")
                 return self.IssueRPC(rt.gettimeofday_us())
         return self._EndOrSpawn(info, new_bthread)
 
@@ -466,7 +463,7 @@ class Controller:
         if self._timeout_id:
             bthread_timer_del(self._timeout_id)
             self._timeout_id = 0
-        if info.id == self._correlation_id + self._current_call.nretry + 1 or info.id == self._correlation_id:
+        if info.id == self.current_id() or info.id == self._correlation_id:
             sock = self._current_call.sending_sock
             if sock is not None:
                 self._remote_side = sock.remote_side or self._remote_side

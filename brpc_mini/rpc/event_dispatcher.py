@@ -33,7 +33,7 @@ import threading
 
 from ..bthread import BthreadAttr, Butex, bthread_join, bthread_start_background, butex_wait, butex_wake
 from ..bthread import bthread_yield
-from ..bthread.context import _tls
+from ..bthread.context import tls_task_group
 from ..bthread.task_meta import BTHREAD_NEVER_QUIT
 
 log = logging.getLogger("brpc_mini.rpc")
@@ -142,9 +142,9 @@ class EventDispatcher:
                 self._parked = False
                 events = self._epoll.poll(0, 32)
             return events
-        g = _tls.group
+        g = tls_task_group()
         g._wake_blocked = self._wake
-        if g._remote_rq._items or g._rq._items:
+        if len(g._remote_rq) or len(g._rq):
             # A bthread pinned here that was pushed home while the hook was unset (between two
             # polls) got no pipe write: poke the pipe so the poll returns and Run yields to it.
             # Without this it waited for the next unrelated I/O event (found by tests/rpc: a
@@ -205,8 +205,7 @@ class EventDispatcher:
         if not ready:
             return False
         self.io_butex.value += 1
-        if self.runtime._instruments:
-            self.runtime._emit("io", None, f"{self.label}: fds ready")
+        self.runtime._emit("io", None, f"{self.label}: fds ready")
         butex_wake(self.io_butex)
         return True
 

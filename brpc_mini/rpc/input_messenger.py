@@ -73,7 +73,7 @@ class InputMessage:
         # was reused for a new one, must not answer on (or fail) the new connection: the kit
         # asked socket.id() at process time and sent a stale response to another client
         # (found by tests/rpc/test_rpc_hypothesis_server.py).
-        self.socket_id = (socket.version << 32) | socket.slot      # socket.id()
+        self.socket_id = socket.id()
         self.process = process
         self.arg = arg
         self.received_us = received_us
@@ -99,7 +99,7 @@ class InputMessenger:
 
         brpc: src/brpc/input_messenger.cpp, InputMessenger::CutInputMessage
         """
-        if not s._read_buf._size:
+        if len(s._read_buf) == 0:
             # every read ends by cutting an empty buffer; no parser can say more than this
             # (and asking one cost a parse per response: found by profiling bench_echo)
             return ParseError.PARSE_ERROR_NOT_ENOUGH_DATA, None, None

@@ -74,8 +74,7 @@ class Acceptor:
             # threads mode: the fd is in epoll from Create on, so another worker may already have
             # read EOF and failed (recycled) it; Address is then None (found by tests/rpc:
             # AttributeError here when a client closed right after connecting).
-            if server.runtime._instruments:
-                server.runtime._emit("accept", None, f"Socket {sid & 0xFFFFFFFF}")
+            server.runtime._emit("accept", None, f"Socket {sid & 0xFFFFFFFF}")
             self.connections.append(sid)
             if not server.IsRunning() and s is not None:
                 s.SetFailed(ELOGOFF, "Server is stopping")
@@ -157,8 +156,7 @@ class Server:
         self._listen_id = Socket.Create(fd=lfd, user=self._acceptor, runtime=self.runtime,
                                         on_edge_triggered_events=self._acceptor.OnNewConnections)
         state.servers.append(self)
-        if self.runtime._instruments:
-            self.runtime._emit("server_start", None, f"listening, {len(self._services)} service(s)")
+        self.runtime._emit("server_start", None, f"listening, {len(self._services)} service(s)")
         return self.listen_address[1]
 
     def _OnRequestBegin(self) -> None:

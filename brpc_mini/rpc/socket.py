@@ -116,10 +116,10 @@ class RpcRuntimeState:
 
 def rpc_state(runtime=None) -> RpcRuntimeState:
     rt = runtime or current_runtime()
-    state = rt._rpc
+    state = getattr(rt, "_rpc", None)
     if state is None:
         with rt._tc_lock:
-            state = rt._rpc
+            state = getattr(rt, "_rpc", None)
             if state is None:
                 state = RpcRuntimeState(rt)
                 rt._rpc = state
@@ -146,7 +146,7 @@ class WriteRequest:
         """Count the bytes as unwritten (and mark the socket overcrowded past the limit)."""
         if not self.setup_done:
             self.setup_done = True
-            s._unwritten_bytes += self.data._size
+            s._unwritten_bytes += len(self.data)
             if s._unwritten_bytes >= FLAGS.socket_max_unwritten_bytes:
                 s._overcrowded = True
 
@@ -318,8 +318,7 @@ class Socket:
             self._error_code = error_code or EFAILEDSOCKET
             self._error_text = error_text or berror(self._error_code)
             ids, self._id_wait_list = self._id_wait_list, []
-        if self.runtime._instruments:
-            self.runtime_emit("socket_failed", f"{self.label} [E{self._error_code}]")
+        self.runtime_emit("socket_failed", f"{self.label} [E{self._error_code}]")
         self._close_fd()
         self._epollout_butex.value += 1
         butex_wake_except(self._epollout_butex, 0)
@@ -338,7 +337,7 @@ class Socket:
         return 0
 
     def runtime_emit(self, kind, detail):
-        # callers test ``self.runtime._instruments`` first, so an unwatched runtime builds no text
+        # the RPC path's callers test ``self.runtime._instruments`` first: no text when unwatched
         self.runtime._emit(kind, self.runtime._current_meta(), detail)
 
     def _close_fd(self) -> None:
@@ -398,8 +397,7 @@ class Socket:
             self._read_buf = IOBuf()
             self._nevent = 0
             self._connecting = False
-        if self.runtime._instruments:
-            self.runtime_emit("socket_revived", self.label)
+        self.runtime_emit("socket_revived", self.label)
 
     # -- the id wait list ----------------------------------------------------------------------
     def NotifyOnFailed(self, cid: int) -> None:
@@ -419,11 +417,11 @@ class Socket:
 
         brpc: src/brpc/socket.cpp, Socket::Write
         """
-        if type(data) is not IOBuf and not isinstance(data, IOBuf):
+        if not isinstance(data, IOBuf):
             data = IOBuf(data)
-        if not data._size:
+        if not len(data):
             return self._SetError(id_wait, _errno.EINVAL, "empty data")
-        if self.version & 1:        # Failed()
+        if self.Failed():
             return self._SetError(id_wait, self._error_code, self._error_text)
         if self._overcrowded and not ignore_eovercrowded:
             return self._SetError(id_wait, EOVERCROWDED, f"Too many unwritten bytes to {endpoint2str(self.remote_side)}")
@@ -485,7 +483,7 @@ class Socket:
         brpc: src/brpc/socket.cpp, Socket::IsWriteComplete
         """
         with self._write_lock:
-            if not old_head.data._size and singular:        # data.empty()
+            if old_head.data.empty() and singular:
                 desired, return_when_no_more = None, True
             else:
                 desired, return_when_no_more = old_head, False
@@ -627,8 +625,7 @@ class Socket:
             self._error_text = f"Fail to connect {self.label} {endpoint2str(self.remote_side)} directly: {berror(rc)}"
             return -1
         self._connecting = True
-        if self.runtime._instruments:
-            self.runtime_emit("connect", f"{self.label} (non-blocking, EINPROGRESS)")
+        self.runtime_emit("connect", f"{self.label} (non-blocking, EINPROGRESS)")
         request = EpollOutRequest(fd, Socket._KeepWriteIfConnected, (self.id(), req))
         temp_id = Socket.Create(remote_side=self.remote_side, runtime=self.runtime)
         temp = Socket.Address(temp_id, self.runtime)
@@ -687,8 +684,7 @@ class Socket:
         s._connecting = False
         if err == 0:
             s.ResetFileDescriptor(fd)
-            if s.runtime._instruments:
-                s.runtime_emit("connected", f"{s.label}")
+            s.runtime_emit("connected", f"{s.label}")
             req.Setup(s)
             bthread_start_background(s.KeepWrite, req, attr=_KEEP_WRITE_ATTR)
             return

@@ -65,7 +65,7 @@ _UINT64_LIMIT = 1 << 64
 
 
 def _to_bytes(data: Data) -> bytes:
-    if type(data) is bytes or isinstance(data, bytes):
+    if isinstance(data, bytes):
         return data
     if isinstance(data, IOBuf):
         return data.to_bytes()
@@ -137,7 +137,7 @@ def ParseRpcMessage(
     The checks run in brpc's order, so a frame with meta_size > body_size is NOT_ENOUGH_DATA until
     all of it has arrived. brpc also takes the socket and a read_eof flag; this parser needs neither.
     """
-    if type(source) is not IOBuf and not isinstance(source, IOBuf):
+    if not isinstance(source, IOBuf):
         raise TypeError(f"ParseRpcMessage: source must be an IOBuf, got {type(source).__name__}")
     chunks = source._chunks
     if chunks and len(chunks[0]) >= HEADER_SIZE:
@@ -175,7 +175,7 @@ def ParseRpcMessage(
     limit = FLAGS_max_body_size if max_body_size is None else max_body_size
     if body_size > limit:
         return PARSE_ERROR_TOO_BIG_DATA, None
-    if source._size < HEADER_SIZE + body_size:
+    if len(source) < HEADER_SIZE + body_size:
         return PARSE_ERROR_NOT_ENOUGH_DATA, None
     if meta_size > body_size:
         # The frame is complete but self-contradictory: drop it and let other protocols look at
@@ -426,10 +426,7 @@ def SerializeRpcMessage(
     """
     if content_type != CONTENT_TYPE_PB:
         raise ValueError(f"content type {content_type} is not supported by brpc_mini (only PB = 0)")
-    body = message.SerializeToString(deterministic=True)
-    if compress_type == COMPRESS_TYPE_NONE and checksum_type == CHECKSUM_TYPE_NONE:
-        return body, b""        # the common case: nothing to compress, nothing to sum
-    body = CompressData(compress_type, body)
+    body = CompressData(compress_type, message.SerializeToString(deterministic=True))
     return body, ComputeDataChecksum(checksum_type, body, checksum_attachment)
 
 
@@ -507,12 +504,10 @@ def DeserializeRpcMessage(
     """
     if content_type != CONTENT_TYPE_PB:
         return False
-    if checksum_type != CHECKSUM_TYPE_NONE and not VerifyDataChecksum(
-            checksum_type, data, checksum_value, checksum_attachment):
+    if not VerifyDataChecksum(checksum_type, data, checksum_value, checksum_attachment):
         return False
     try:
-        message.ParseFromString(_to_bytes(data) if compress_type == COMPRESS_TYPE_NONE
-                                else DecompressData(compress_type, data))
+        message.ParseFromString(DecompressData(compress_type, data))
     except (CompressError, DecodeError):
         return False
     return message.IsInitialized()
@@ -541,9 +536,7 @@ def _signed_correlation_id(correlation_id: int) -> int:
 
 def _frame(meta: RpcMeta, *parts: bytes) -> bytes:
     meta_bytes = meta.SerializeToString(deterministic=True)
-    payload_size = 0
-    for part in parts:
-        payload_size += len(part)
+    payload_size = sum(len(part) for part in parts)
     return b"".join((PackRpcHeader(len(meta_bytes), payload_size), meta_bytes, *parts))
 
 
@@ -592,8 +585,8 @@ def PackRpcRequest(
     meta.correlation_id = _signed_correlation_id(correlation_id)
     if user_fields:
         meta.user_fields.update(user_fields)
-    body_bytes = body if type(body) is bytes else _to_bytes(body)
-    attachment_bytes = attachment if type(attachment) is bytes else _to_bytes(attachment)
+    body_bytes = _to_bytes(body)
+    attachment_bytes = _to_bytes(attachment)
     if attachment_bytes:
         meta.attachment_size = len(attachment_bytes)
     if timeout_ms is not None and timeout_ms > 0:
@@ -683,19 +676,18 @@ def ProcessRpcResponse(msg) -> None:
     pdata = []
     rc = bthread_id_lock(cid, pdata)
     if rc != 0:
-        if rt._instruments:
-            rt._emit("drop_response", rt._current_meta(), f"cid=0x{cid:x}: bthread_id_lock returned {rc}")
+        rt._emit("drop_response", rt._current_meta(), f"cid=0x{cid:x}: bthread_id_lock returned {rc}")
         return
     cntl = pdata[0]
     if rt.observed:
         rt.checkpoint("ProcessRpcResponse", f"cid=0x{cid:x} locked")
-    saved_error = cntl._error_code      # ErrorCode()
+    saved_error = cntl.ErrorCode()
     if meta.response.error_code != 0:
         cntl.SetFailed(meta.response.error_code, "%s", meta.response.error_text)
     else:
         payload = msg.payload
         attachment_size = meta.attachment_size
-        payload_size = payload._size
+        payload_size = len(payload)
         if attachment_size > payload_size:
             cntl.SetFailed(ERESPONSE, "attachment_size=%d is larger than payload_size=%d",
                            attachment_size, payload_size)
