@@ -6,14 +6,17 @@ way the notebooks use it. Calls are made from the test's own code (a non-worker,
 """
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from brpc_mini import rpc
-from brpc_mini.bthread import bthread_join, bthread_self, bthread_start_background
+from brpc_mini.bthread import Runtime, bthread_join, bthread_self, bthread_start_background
 from brpc_mini.echo_server import EchoServer
 from brpc_mini.proto import echo_pb2
 from brpc_mini.rpc import Channel, ChannelOptions, Controller, rpc_state
-from rpc_helpers import EchoService_Stub, echo, rpc_runtime, stubs_for_unknown_names
+from rpc_helpers import (PROMPTLY_S, EchoService_Stub, close_checked, echo, rpc_runtime, stubs_for_unknown_names,
+                         wait_for)
 
 
 def connect(server_or_port, **options) -> Channel:
@@ -368,10 +371,6 @@ def test_bthread_from_main_runs_while_the_only_worker_waits_in_epoll():
     """concurrency=1: once a connection exists, the only worker blocks in the EventDispatcher's
     epoll. A bthread started from main then went to ``_remote_rq`` with nobody asleep to signal and
     waited for the next I/O event — for ever when none came (found by chapter 09's helper)."""
-    import time
-
-    from brpc_mini.bthread import Runtime
-    from rpc_helpers import PROMPTLY_S, close_checked, wait_for
     with Runtime(concurrency=1, mode="threads") as runtime:
         with EchoServer() as server:
             channel = Channel()

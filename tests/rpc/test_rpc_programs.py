@@ -7,9 +7,11 @@ Every child process is stopped and reaped, even when an assertion fails.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -146,8 +148,6 @@ def test_echo_server_process_echo_attachment_flag(rt):
 def test_echo_server_process_quits_when_its_parent_dies():
     """A notebook kernel killed mid-chapter never leaves the ``with``: the server must not serve on
     as an orphan. The parent here is a short-lived python that starts it and exits at once."""
-    import os
-    import time
     code = ("import os; from brpc_mini.echo_server import EchoServerProcess; "
             "s = EchoServerProcess().__enter__(); print(s.proc.pid, flush=True); os._exit(0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
