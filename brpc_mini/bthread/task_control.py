@@ -150,9 +150,12 @@ class TaskControl:
             # waited for ever (found by chapter 09's helper): poke one, its dispatcher yields and
             # the worker runs or steals it. Only then: under load a poke per start would cost a
             # pipe write and a wasted epoll return each time.
-            hooks = [g._wake_blocked for g in groups]
-            if all(hook is not None for hook in hooks):
-                hooks[start % n]()
+            for g in groups:
+                if g._wake_blocked is None:
+                    return          # a worker that is not in epoll will steal it
+            wake = groups[start % n]._wake_blocked     # read once: it may leave epoll meanwhile
+            if wake is not None:
+                wake()
 
     def stop_and_join(self, timeout: float = 5.0) -> list:
         """Threads mode: stop every parking lot and join the workers; returns the stuck ones."""
