@@ -46,7 +46,7 @@ import greenlet
 from . import context
 from .context import set_tls_task_group, tls_task_group
 from .task_control import BTHREAD_MAX_CONCURRENCY, TaskControl
-from .task_meta import BTHREAD_ATTR_NORMAL, TaskMeta, get_slot, get_version, make_tid
+from .task_meta import BTHREAD_ATTR_NORMAL, BTHREAD_NOSIGNAL, TaskMeta, get_slot, get_version, make_tid
 from .timer_thread import TimerThread
 from .trace import Trace, TraceEvent
 
@@ -393,7 +393,6 @@ class Runtime:
 
         brpc: src/bthread/bthread.cpp, start_from_non_worker
         """
-        from .task_meta import BTHREAD_NOSIGNAL
         tc = self.get_or_new_task_control()
         nosignal = bool(attr.flags & BTHREAD_NOSIGNAL)
         if nosignal:
