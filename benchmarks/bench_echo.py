@@ -30,6 +30,9 @@ grpcio sync          one ``grpc.insecure_channel`` (one HTTP/2 connection) share
 plain socket         N threads, *each with its own blocking connection* (TCP_NODELAY), sending
                      ``PackRpcRequest`` frames and cutting responses with ``ParseRpcMessage``: the
                      floor of pure Python for baidu_std (no runtime, no timers, no retries)
+plain busy-poll      the same with 1 thread on a non-blocking socket, asking recv again at once
+                     instead of sleeping in it: what a call costs when no thread ever sleeps and
+                     is woken (no other client here does this, brpc's included). Not a target.
 brpc C++             brpc's ``example/multi_threaded_echo_c++`` client (pthreads, one connection),
                      when built: ``$BRPC_MT_ECHO_CLIENT``, or
                      ``$BRPC_EXAMPLE_DIR/../../multi_threaded_echo_c++/build/echo_client``. It reports
@@ -189,10 +192,13 @@ def client_plain(args):
     host, port = args.target.rsplit(":", 1)
     win = Window(args.warmup, args.duration)
     body = echo_pb2.EchoRequest(message=MESSAGE).SerializeToString()
+    busy_poll = args.kind == "plain-busy-poll"
 
     def sender(index):
         sock = socket.create_connection((host, int(port)))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if busy_poll:
+            sock.setblocking(False)     # a 70-byte frame always fits the send buffer
         buf = IOBuf()
         state = {"cid": (index + 1) << 40}
 
@@ -206,7 +212,11 @@ def client_plain(args):
                     break
                 if rc != PARSE_ERROR_NOT_ENOUGH_DATA:
                     raise RuntimeError(f"ParseRpcMessage: {rc!r}")
-                if buf.append_from_socket(sock, 65536) == 0:
+                try:
+                    nread = buf.append_from_socket(sock, 65536)
+                except BlockingIOError:
+                    continue            # busy-poll: ask again at once instead of sleeping in recv
+                if nread == 0:
                     raise RuntimeError("server closed the connection")
             meta = ParseRpcMeta(msg.meta)
             if meta is None or meta.correlation_id != cid or meta.response.error_code:
@@ -296,7 +306,7 @@ def _stop_profiler(prof, args):
 
 
 CLIENTS = {"mini-threads": client_brpc_mini, "mini-bthreads": client_brpc_mini, "mini-det": client_brpc_mini,
-           "plain": client_plain, "grpc": client_grpc}
+           "plain": client_plain, "plain-busy-poll": client_plain, "grpc": client_grpc}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -481,6 +491,7 @@ def run_all(args):
                     python_row(label, kind, n, server, target)
             for n in senders_list:
                 python_row("plain socket", "plain", n, server, target)
+            python_row("plain busy-poll", "plain-busy-poll", 1, server, target)
             if cpp_client:
                 for n in cpp_senders:
                     specs.append(("brpc C++ client", n, server,
