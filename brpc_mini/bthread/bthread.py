@@ -207,7 +207,11 @@ def bthread_interrupt(tid: int) -> int:
 
 
 def bthread_stop(tid: int) -> int:
-    """Ask bthread ``tid`` to stop: its blocking calls return ESTOP. brpc: bthread_stop"""
+    """Ask bthread ``tid`` to stop: a sleep returns ESTOP, a butex wait EINTR; joins go on.
+
+    brpc: src/bthread/bthread.h, bthread_stop (interrupts like ``bthread_interrupt``, and
+    ``bthread_usleep`` can tell the two apart)
+    """
     rt = current_runtime()
     meta = rt.meta_of_live(tid)
     if meta is None:

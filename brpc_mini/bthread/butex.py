@@ -35,7 +35,7 @@ import time
 from collections import deque
 
 from .context import _tls, current_runtime, tls_task_group
-from .errno import EINTR, ESTOP, ETIMEDOUT, EWOULDBLOCK
+from .errno import EINTR, ETIMEDOUT, EWOULDBLOCK
 
 #: waiter states (brpc: src/bthread/butex.cpp, WaiterState)
 WAITER_STATE_NONE = 0
@@ -45,7 +45,7 @@ WAITER_STATE_UNMATCHEDVALUE = 3
 WAITER_STATE_INTERRUPTED = 4
 WAITER_STATE_NAMES = {0: "NONE", 1: "READY", 2: "TIMEDOUT", 3: "UNMATCHEDVALUE", 4: "INTERRUPTED"}
 
-#: a deadline closer than this is already "timed out" (brpc: butex.cpp, MIN_SLEEP_US)
+#: a deadline closer than this is already "timed out" (brpc: src/bthread/butex.h, MIN_SLEEP_US)
 MIN_SLEEP_US = 2
 
 NOT_SIGNALLED = 0
@@ -216,8 +216,10 @@ def butex_wake(butex: Butex, nosignal: bool = False) -> int:
 
     brpc: src/bthread/butex.cpp, butex_wake
 
-    A woken bthread is switched to at once when the caller is a bthread of the same group
-    (``TaskGroup.exchange``), else queued on a group's ``_remote_rq``.
+    A woken bthread runs at once when the caller is a bthread on a worker that may run it
+    (``TaskGroup.exchange``; from a worker's main task it goes to that worker's ``_rq``). From code
+    that is not a worker — or, in threads mode, from a worker other than the bthread's home — it is
+    queued on a ``_remote_rq``.
     """
     if not isinstance(butex, Butex):
         _check_butex(butex)
@@ -448,7 +450,7 @@ def butex_wait(butex: Butex, expected_value: int, timeout_us: int | None = None,
         return EWOULDBLOCK
     if meta.interrupted:
         meta.interrupted = False
-        return ESTOP if meta.stop else EINTR
+        return EINTR        # bthread_stop too: only bthread_usleep tells ESTOP apart (brpc: bthread.h)
     return 0
 
 

@@ -86,7 +86,9 @@ class TaskControl:
                 g._thread = t
                 t.start()
         if rt.threads_mode:
-            # brpc's init waits until every worker has registered its group
+            # brpc's init waits only until one group exists, so that choose_one_group never
+            # returns null (task_control.cpp); here every worker is waited for, so that a tid
+            # pushed to any group's _remote_rq has a thread behind it from the start
             for g in self._groups:
                 while g._main_meta.stack is None and g._thread.is_alive():
                     time.sleep(0.0001)

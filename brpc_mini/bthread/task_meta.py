@@ -23,9 +23,9 @@ from .butex import Butex
 
 INVALID_BTHREAD = 0
 
-#: attr flags (brpc: src/bthread/types.h)
-BTHREAD_NOSIGNAL = 1
-BTHREAD_NEVER_QUIT = 8
+#: attr flags (brpc: src/bthread/types.h, bthread_attrflags_t)
+BTHREAD_NOSIGNAL = 32
+BTHREAD_NEVER_QUIT = 64
 
 #: stack types (brpc: src/bthread/types.h, bthread_stacktype_t)
 BTHREAD_STACKTYPE_PTHREAD = 1
