@@ -366,6 +366,9 @@ def bthread_id_about_to_destroy(id_value: int) -> int:
     """Mark a locked Id as being destroyed: lockers stop waiting and get EPERM.
 
     brpc: src/bthread/id.cpp, bthread_id_about_to_destroy
+
+    Like ``bthread_id_unlock_and_destroy`` it wakes the waiting lockers with
+    ``butex_wake_except(butex, 0)``: they are queued, and the caller keeps its worker.
     """
     meta, rc = _acquire_locked(id_value)
     if meta is None:
@@ -374,12 +377,18 @@ def bthread_id_about_to_destroy(id_value: int) -> int:
     meta.butex.value = meta.unlockable_ver()
     meta.mutex.release()
     if contended:
-        butex_wake_all(meta.butex)
+        butex_wake_except(meta.butex, 0)
     return 0
 
 
 def bthread_id_cancel(id_value: int) -> int:
-    """Destroy an unlocked, unused Id. EPERM if locked. brpc: src/bthread/id.cpp, bthread_id_cancel"""
+    """Destroy an unlocked, unused Id. EPERM if locked.
+
+    brpc: src/bthread/id.cpp, bthread_id_cancel
+
+    Only the butex, ``first_ver`` and ``locked_ver`` jump to ``end_ver``; nobody is woken, and
+    ``join_butex`` and ``data`` are left as they are (the next create resets them).
+    """
     meta = _address(id_value)
     if meta is None:
         return EINVAL
@@ -389,10 +398,9 @@ def bthread_id_cancel(id_value: int) -> int:
         if meta.butex.value != meta.first_ver:
             return EPERM
         end = meta.end_ver()
-        meta.first_ver = meta.locked_ver = end
         meta.butex.value = end
-        meta.join_butex.value = end
-        meta.data = None
+        meta.first_ver = end
+        meta.locked_ver = end
     id_pool().give_back(meta)
     return 0
 

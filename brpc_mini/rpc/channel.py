@@ -123,6 +123,11 @@ class Channel:
 
         brpc: src/brpc/channel.cpp, Channel::Init / InitChannelOptions / InitSingle
         Returns 0, or EINVAL with the reason logged.
+
+        A deliberate simplification: brpc's Init also starts bthreads (``GlobalUpdate`` from
+        ``GlobalInitializeOrDie``, src/brpc/global.cpp; ``RunWatchConnections`` when the first
+        ``SocketMapInsert`` makes the client SocketMap, src/brpc/socket_map.cpp), so brpc's
+        TaskControl exists after Init. The kit starts neither, as the seed's step 2 assumes.
         """
         if isinstance(load_balancer_name_or_options, ChannelOptions) or load_balancer_name_or_options is None:
             lb_name, opts = "", load_balancer_name_or_options
@@ -250,6 +255,8 @@ class Channel:
                 return None if done is not None else response
         else:
             cntl._deadline_us = -1
+        # the "CallMethod" checkpoint: the Id is locked, and the options, the request and the timer
+        # are already in the Controller; next is IssueRPC
         if rt.observed:
             rt.checkpoint("CallMethod", f"call_id=0x{correlation_id:x} locked, range={2 + cntl._max_retry}, "
                                         f"{'timer armed' if cntl._timeout_id else 'no timer'}")

@@ -40,7 +40,7 @@ from .socket import INVALID_SOCKET_ID, Socket, endpoint2str
 
 log = logging.getLogger("brpc_mini.rpc")
 
-#: brpc: src/brpc/controller.cpp, UNSET_MAGIC_NUM
+#: brpc: src/brpc/controller.h, UNSET_MAGIC_NUM
 UNSET_MAGIC_NUM = -123456789
 #: brpc: src/brpc/controller.cpp, MAX_RETRY_COUNT
 MAX_RETRY_COUNT = 1000

@@ -7,7 +7,7 @@ import pytest
 
 from bthread_helpers import settle
 from brpc_mini.bthread import (
-    ID_MAX_RANGE, INVALID_BTHREAD_ID, Id, address_id, bthread_id_about_to_destroy, bthread_id_cancel,
+    ID_MAX_RANGE, INVALID_BTHREAD_ID, Id, Runtime, address_id, bthread_id_about_to_destroy, bthread_id_cancel,
     bthread_id_create, bthread_id_create2, bthread_id_create_ranged, bthread_id_error,
     bthread_id_error2, bthread_id_join, bthread_id_lock, bthread_id_lock_and_reset_range,
     bthread_id_trylock, bthread_id_unlock, bthread_id_unlock_and_destroy, bthread_join,
@@ -278,6 +278,41 @@ def test_about_to_destroy_makes_waiting_lockers_get_eperm(rt):
     assert bthread_id_lock(cid) == 0 and bthread_id_unlock(cid) == 0
 
 
+def test_about_to_destroy_queues_the_woken_locker_and_keeps_the_cpu():
+    # brpc wakes the lockers with butex_wake_except(butex, 0), as unlock_and_destroy does: the
+    # woken locker is only queued, so the caller goes on first. (butex_wake_all would switch to
+    # the locker at once, and its EPERM would be logged before the caller's return.)
+    with Runtime(concurrency=4, mode="deterministic", seed=7) as rt:
+        cid = bthread_id_create()
+        meta = address_id(cid)
+        log = []
+
+        def owner():
+            assert bthread_id_lock(cid) == 0
+            bthread_usleep(1000)
+            log.append(("owner", bthread_id_about_to_destroy(cid)))
+
+        def locker():
+            log.append(("locker", bthread_id_lock(cid)))
+
+        ot = bthread_start_background(owner)
+        rt.run_until(lambda: meta.state() == "locked")
+        lt = bthread_start_background(locker)
+        rt.run_until(lambda: len(meta.butex.waiters) == 1)
+        assert meta.state() == "contended"
+        mark = rt.trace.last_seq()
+        bthread_join(ot)
+        bthread_join(lt)
+        assert log == [("owner", 0), ("locker", EPERM)]
+        owner_seq, locker_seq = rt.address_meta(ot).seq, rt.address_meta(lt).seq
+        events = [(e.kind, e.bthread) for e in rt.trace.since(mark)
+                  if e.kind in ("wake", "push_rq", "run", "end") and e.bthread in (owner_seq, locker_seq)]
+        woken = events.index(("wake", locker_seq))
+        # after the wake the owner runs on to its end before the locker runs
+        assert events.index(("end", owner_seq)) < events.index(("run", locker_seq), woken)
+        assert bthread_id_unlock(cid) == 0 and bthread_id_cancel(cid) == 0
+
+
 def test_unlock_and_destroy_wakes_joiners_and_lockers(rt):
     cid = bthread_id_create(data="d")
     meta = address_id(cid)
@@ -300,7 +335,7 @@ def test_unlock_and_destroy_wakes_joiners_and_lockers(rt):
 
 
 def test_cancel(rt):
-    cid = bthread_id_create()
+    cid = bthread_id_create(data="d")
     assert bthread_id_lock(cid) == 0
     assert bthread_id_cancel(cid) == EPERM                          # locked
     assert bthread_id_unlock(cid) == 0
@@ -308,6 +343,8 @@ def test_cancel(rt):
     meta = address_id(cid)
     # first_ver 1, locked_ver 2: cancel jumps to end_ver = locked_ver + 3 = 5
     assert meta.state() == "destroyed" and meta.first_ver == meta.locked_ver == meta.butex.value == 5
+    # brpc's cancel writes only butex, first_ver and locked_ver
+    assert meta.join_butex.value == 1 and meta.data == "d"
     assert bthread_id_cancel(cid) == EINVAL
     assert bthread_id_lock(cid) == EINVAL
     assert bthread_id_join(cid) == 0
