@@ -5,7 +5,8 @@ brpc: src/brpc/event_dispatcher.h, src/brpc/event_dispatcher.cpp, event_dispatch
 brpc has no I/O threads. ``FLAGS_event_dispatcher_num`` dispatchers (1 by default) are made
 lazily, when the first fd is registered; each runs ``Run`` as a bthread that borrows a worker and
 blocks it in ``epoll_wait`` (which is why brpc's default concurrency is 8 + 1). Readable fds go to
-``Socket.StartInputEvent``, writable ones to ``Socket.HandleEpollOut``. Sockets are added
+``Socket.StartInputEvent``, writable ones to ``Socket.HandleEpollOut`` (``Socket::OnInputEvent`` and
+``Socket::OnOutputEvent`` in current brpc). Sockets are added
 edge-triggered (EPOLLET), so each edge is reported once; ``Socket._nevent`` makes sure no edge is
 lost and only one bthread reads a socket at a time.
 

@@ -2,12 +2,14 @@
 
 brpc: src/brpc/input_messenger.h, src/brpc/input_messenger.cpp, src/brpc/tcp_transport.cpp
 
-The reader bthread (started by ``Socket.StartInputEvent``) runs ``OnNewMessages``: it reads what
-the fd has, cuts as many messages as the bytes hold (``CutInputMessage``, which asks the
-protocol's ``parse``), and for every message **but the last** of that read starts a new bthread
-(``QueueMessage``: NOSIGNAL, then one ``bthread_flush``) running the protocol's ``process``; the
-last one it processes **in place**, after the read loop of that round, so one read of n messages
-costs n - 1 bthread creations. That is the seed's step 12: three responses cut by bthread 7,
+The reader bthread (started by ``Socket.StartInputEvent``) runs ``OnNewMessages``: it reads until
+the fd has nothing more, and after each read cuts as many messages as the bytes hold
+(``ProcessNewMessage`` -> ``CutInputMessage``, which asks the protocol's ``parse``). It always
+holds the newest message back: cutting another one sends the held one to a new bthread
+(``QueueMessage``: NOSIGNAL, then one ``bthread_flush`` per read) running the protocol's
+``process``. The message still held when the reader has nothing left to read is processed **in
+place**, by the reader itself, after ``MoreReadEvents`` has released the socket — so n messages
+cost n - 1 bthread creations. That is the seed's step 12: three responses cut by bthread 7,
 bthreads 8 and 9 for the first two, the third handled by bthread 7 itself.
 
 A handler table entry is ``Handler(parse, process, name)``; the client messenger uses
@@ -81,7 +83,7 @@ class InputMessage:
 
 
 def ProcessInputMessage(msg: InputMessage) -> None:
-    """Entry of the bthreads QueueMessage starts. brpc: tcp_transport.cpp, ProcessInputMessage"""
+    """Entry of the bthreads QueueMessage starts. brpc: src/brpc/input_messenger.cpp, ProcessInputMessage"""
     msg.process(msg)
 
 
@@ -139,37 +141,70 @@ class InputMessenger:
         return ParseError.PARSE_ERROR_TRY_OTHERS, None, None
 
     def OnNewMessages(self, s) -> None:
-        """The reader bthread's loop. brpc: src/brpc/input_messenger.cpp, OnNewMessages"""
+        """The reader bthread's loop. brpc: src/brpc/input_messenger.cpp, OnNewMessages
+
+        Reads until EAGAIN and ``MoreReadEvents`` lets it go, cutting what each read brings
+        (``ProcessNewMessage``). The newest message cut is held back in ``last_msg``: when a later
+        read cuts another, the held one goes to a bthread of its own; the one still held when the
+        loop ends — after ``MoreReadEvents`` has given the socket back (``_nevent`` = 0), so another
+        reader may already be running — is processed here, in place (brpc: the destructor of
+        ``InputMessageClosure``, which runs on every return).
+        """
+        last_msg = [None]
+        try:
+            read_eof = self._read_and_cut(s, last_msg)
+        finally:
+            msg = last_msg[0]
+            if msg is not None:
+                rt = s.runtime
+                if rt._instruments:
+                    rt._emit("process_in_place", rt._current_meta(), f"message {msg.number} of {s.label}")
+                ProcessInputMessage(msg)
+        if read_eof and not s.Failed():
+            # EOF: the peer closed. brpc fails a client socket with EEOF once its messages are done
+            # (Socket::SetEOF / CheckEOF).
+            s.SetFailed(EEOF, f"Got EOF of {s.label} {endpoint2str(s.remote_side)}")
+
+    def _read_and_cut(self, s, last_msg: list) -> bool:
+        """OnNewMessages' loop; True when it ended at EOF."""
         rt = s.runtime
         progress = [PROGRESS_INIT]
         read_eof = False
         while not read_eof:
-            once_read = MIN_ONCE_READ
-            nr = s.DoRead(once_read)
+            nr = s.DoRead(MIN_ONCE_READ)
             if nr < 0:
                 if nr == -_errno.EINTR:
                     continue
                 if nr == -_errno.EAGAIN:
                     if not s.MoreReadEvents(progress):
-                        return
+                        return False
                     continue
                 if not s.Failed():
                     s.SetFailed(-nr, f"Fail to read from {s.label} {endpoint2str(s.remote_side)}: {_errno.errorcode.get(-nr, -nr)}")
-                return
+                return False
             if nr == 0:
                 read_eof = True
                 s.read_eof = True
-            else:
-                if rt._instruments:
-                    rt._emit("read", rt._current_meta(), f"{s.label}: {nr} bytes")
-            # cut everything this read completed; all but the last go to new bthreads
-            last_msg = None
-            nbthreads = 0
-            failed = False
+            elif rt._instruments:
+                rt._emit("read", rt._current_meta(), f"{s.label}: {nr} bytes")
+            if self.ProcessNewMessage(s, last_msg) < 0:
+                return False
+        return True
+
+    def ProcessNewMessage(self, s, last_msg: list) -> int:
+        """Cut every message the buffer holds; each new one sends the held one to a bthread.
+
+        brpc: src/brpc/input_messenger.cpp, InputMessenger::ProcessNewMessage
+
+        Returns -1 when the bytes are not a message (the socket is failed), else 0.
+        """
+        rt = s.runtime
+        nbthreads = 0
+        try:
             while True:
                 rc, msg, handler = self.CutInputMessage(s)
                 if rc == ParseError.PARSE_ERROR_NOT_ENOUGH_DATA:
-                    break
+                    return 0
                 if rc != ParseError.PARSE_OK:
                     if rc == ParseError.PARSE_ERROR_TRY_OTHERS:
                         text = f"Close {s.label} {endpoint2str(s.remote_side)} due to unknown message"
@@ -184,25 +219,16 @@ class InputMessenger:
                                       _max_body_size())
                     log.warning(text)
                     s.SetFailed(_errno.EINVAL, text)
-                    failed = True
-                    break
+                    return -1
                 self.nmessages += 1
                 message = InputMessage(msg, s, handler.process, self.arg, rt.gettimeofday_us(), self.nmessages)
-                if last_msg is not None:
-                    self.QueueMessage(last_msg)
+                if last_msg[0] is not None:
+                    self.QueueMessage(last_msg[0])
                     nbthreads += 1
-                last_msg = message
+                last_msg[0] = message
+        finally:
             if nbthreads:
                 bthread_flush()
-            if last_msg is not None:
-                if rt._instruments:
-                    rt._emit("process_in_place", rt._current_meta(), f"message {last_msg.number} of {s.label}")
-                ProcessInputMessage(last_msg)
-            if failed:
-                return
-        # EOF: the peer closed. brpc fails a client socket with EEOF once its messages are done.
-        if not s.Failed():
-            s.SetFailed(EEOF, f"Got EOF of {s.label} {endpoint2str(s.remote_side)}")
 
     def QueueMessage(self, msg: InputMessage) -> None:
         """Process ``msg`` in a new NOSIGNAL bthread. brpc: tcp_transport.cpp, QueueMessage"""

@@ -2,9 +2,11 @@
 
 brpc: src/brpc/retry_policy.h, src/brpc/retry_policy.cpp, RpcRetryPolicy
 
-The default retries when the *connection* failed — never when the server answered with an error,
-never an RPC timeout, a cancel or a backup-request trigger. In short: retry what may not have
-reached the server.
+The default retries on a short list of codes: a failed or refused connection (EFAILEDSOCKET,
+ECONNREFUSED, ECONNRESET, EPIPE, EEOF, EHOSTDOWN, a connect's ETIMEDOUT...), a socket that is too
+busy (EOVERCROWDED), and two answers a server gives when it cannot take the call now (ELIMIT: at
+max_concurrency; ELOGOFF: stopping). It never retries an RPC timeout (ERPCTIMEDOUT), a cancel, a
+backup-request trigger, or any other error the server answered with.
 """
 from __future__ import annotations
 

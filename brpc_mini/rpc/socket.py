@@ -645,7 +645,10 @@ class Socket:
 
     @staticmethod
     def HandleEpollOut(socket_id: int) -> None:
-        """The dispatcher saw EPOLLOUT: finish a connect, or wake KeepWrite. brpc: HandleEpollOut"""
+        """The dispatcher saw EPOLLOUT: finish a connect, or wake KeepWrite.
+
+        brpc: src/brpc/socket.cpp, Socket::HandleEpollOut (``Socket::OnOutputEvent`` in current brpc)
+        """
         s = Socket.AddressFailedAsWell(socket_id)
         if s is None:
             return
@@ -695,7 +698,12 @@ class Socket:
     # -- read ----------------------------------------------------------------------------------
     @staticmethod
     def StartInputEvent(socket_id: int, events: int, runtime=None) -> None:
-        """An edge on a readable fd: start a reader unless one runs. brpc: Socket::StartInputEvent"""
+        """An edge on a readable fd: start a reader unless one runs.
+
+        brpc: src/brpc/socket.cpp, Socket::StartInputEvent (``Socket::OnInputEvent`` in current
+        brpc, which leaves the ``bthread_start_urgent`` to ``TcpTransport::ProcessEvent`` in
+        src/brpc/tcp_transport.cpp)
+        """
         s = Socket.Address(socket_id, runtime)
         if s is None:
             return
@@ -719,7 +727,7 @@ class Socket:
 
     @staticmethod
     def ProcessEvent(s) -> None:
-        """The reader bthread's entry. brpc: Socket::ProcessEvent"""
+        """The reader bthread's entry. brpc: Socket::ProcessEvent (``Transport::OnEdge`` in current brpc)"""
         s.on_edge_triggered_events(s)
 
     def MoreReadEvents(self, progress: list) -> bool:

@@ -384,3 +384,38 @@ def test_bthread_from_main_runs_while_the_only_worker_waits_in_epoll():
             wait_for(lambda: ran, timeout=PROMPTLY_S, what="the bthread started from main")
             bthread_join(tid)
         close_checked(runtime)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_message_run_in_place_does_not_hold_the_connection(seed):
+    """brpc's reader runs the last message it cut only on its way out, after MoreReadEvents has
+    given the socket back (~InputMessageClosure, input_messenger.cpp): a request arriving while
+    that handler runs gets a reader of its own instead of waiting for the handler to finish.
+    Here the server's handler takes 30 ms; the second request follows the first by 10 ms on the
+    same connection, so it must be answered 40 ms after the start, not 60 (the kit used to run
+    the message inside its read loop, still owning the socket)."""
+    from brpc_mini.bthread import bthread_usleep
+    with Runtime(concurrency=4, mode="deterministic", seed=seed, trace=False, io_wait_ms=0) as rt:
+        server = EchoServer(delay_us=30_000)
+        server.start()
+        try:
+            channel = Channel()
+            assert channel.Init(f"127.0.0.1:{server.port}", ChannelOptions(timeout_ms=1000)) == 0
+            ended_us = {}
+
+            def call(name, after_us):
+                if after_us:
+                    bthread_usleep(after_us)
+                cntl = Controller()
+                EchoService_Stub(channel).Echo(cntl, echo_pb2.EchoRequest(message=name))
+                assert not cntl.Failed(), cntl.ErrorText()
+                ended_us[name] = rt.gettimeofday_us()
+
+            t0 = rt.gettimeofday_us()
+            tids = [bthread_start_background(call, "first", 0), bthread_start_background(call, "second", 10_000)]
+            for tid in tids:
+                bthread_join(tid)
+            assert 30_000 <= ended_us["first"] - t0 < 35_000
+            assert 40_000 <= ended_us["second"] - t0 < 45_000
+        finally:
+            server.stop()

@@ -156,10 +156,11 @@ def timeout_race_once(seed: int) -> dict:
         server = EchoServer(delay_us=delay_us)
         server.start()
         try:
-            # A server handler runs in the connection's reader bthread (the last message of a
-            # read is processed in place, as in brpc), so on one shared connection a later request
-            # waits for the earlier handler's delay. The outcome is forced by the deadline only
-            # when each call has a connection of its own (pooled) or is alone.
+            # On one shared connection the requests are cut by one reader, which hands all but the
+            # last to bthreads of their own and runs the last in place once it has released the
+            # socket (as in brpc), so when each answer leaves depends on how the requests were
+            # batched. The outcome is forced by the deadline only when each call has a connection
+            # of its own (pooled) or is alone.
             ctype = rng.choice(["single", "pooled"])
             ncalls = rng.randint(1, 4)
             exact = ctype == "pooled" or ncalls == 1
