@@ -106,7 +106,7 @@ def parse_args(argv):
     parser.add_argument("--duration_s", type=float, default=0, help="stop after this many seconds (0: Ctrl-C)")
     parser.add_argument("--concurrency", type=int, default=9,
                         help="bthread workers (brpc's default: 9). Under the GIL 1 gives the most QPS "
-                             "but a LIFO run queue without thieves: long tails (benchmarks/README.md)")
+                             "and the shortest tails: more workers only hand off (benchmarks/README.md)")
     parser.add_argument("--enable_ssl", action="store_true", help="not supported")
     parser.add_argument("--dummy_port", type=int, default=-1, help="not supported")
     args = parser.parse_args(argv)

@@ -499,7 +499,8 @@ TIMELINE_STAGES = [
      "kernel & server"),
     ("dispatch", "StartInputEvent starts the reader bthread (bthread_start_urgent)",
      "socket.cpp, task_group.cpp", "python"),
-    ("cut", "InputMessenger::OnNewMessages: read, cut the frame (ParseRpcMessage)",
+    ("cut", "InputMessenger::OnNewMessages: read, cut the frame (ParseRpcMessage), read again "
+            "(EAGAIN), MoreReadEvents gives the socket back",
      "input_messenger.cpp", "python"),
     ("process", "ProcessRpcResponse: RpcMeta, bthread_id_lock, parse the response, "
                 "OnVersionedRPCReturned", "baidu_rpc_protocol.cpp, controller.cpp", "python"),

@@ -150,46 +150,41 @@ class InputMessenger:
         reader may already be running — is processed here, in place (brpc: the destructor of
         ``InputMessageClosure``, which runs on every return).
         """
+        rt = s.runtime
+        progress = [PROGRESS_INIT]
         last_msg = [None]
+        read_eof = False
         try:
-            read_eof = self._read_and_cut(s, last_msg)
+            while not read_eof:
+                nr = s.DoRead(MIN_ONCE_READ)
+                if nr < 0:
+                    if nr == -_errno.EINTR:
+                        continue
+                    if nr == -_errno.EAGAIN:
+                        if not s.MoreReadEvents(progress):
+                            return
+                        continue
+                    if not s.Failed():
+                        s.SetFailed(-nr, f"Fail to read from {s.label} {endpoint2str(s.remote_side)}: "
+                                         f"{_errno.errorcode.get(-nr, -nr)}")
+                    return
+                if nr == 0:
+                    read_eof = True
+                    s.read_eof = True
+                elif rt._instruments:
+                    rt._emit("read", rt._current_meta(), f"{s.label}: {nr} bytes")
+                if self.ProcessNewMessage(s, last_msg) < 0:
+                    return
         finally:
             msg = last_msg[0]
             if msg is not None:
-                rt = s.runtime
                 if rt._instruments:
                     rt._emit("process_in_place", rt._current_meta(), f"message {msg.number} of {s.label}")
                 ProcessInputMessage(msg)
-        if read_eof and not s.Failed():
-            # EOF: the peer closed. brpc fails a client socket with EEOF once its messages are done
-            # (Socket::SetEOF / CheckEOF).
+        # EOF: the peer closed. brpc fails a client socket with EEOF once its messages are done
+        # (Socket::SetEOF / CheckEOF).
+        if not s.Failed():
             s.SetFailed(EEOF, f"Got EOF of {s.label} {endpoint2str(s.remote_side)}")
-
-    def _read_and_cut(self, s, last_msg: list) -> bool:
-        """OnNewMessages' loop; True when it ended at EOF."""
-        rt = s.runtime
-        progress = [PROGRESS_INIT]
-        read_eof = False
-        while not read_eof:
-            nr = s.DoRead(MIN_ONCE_READ)
-            if nr < 0:
-                if nr == -_errno.EINTR:
-                    continue
-                if nr == -_errno.EAGAIN:
-                    if not s.MoreReadEvents(progress):
-                        return False
-                    continue
-                if not s.Failed():
-                    s.SetFailed(-nr, f"Fail to read from {s.label} {endpoint2str(s.remote_side)}: {_errno.errorcode.get(-nr, -nr)}")
-                return False
-            if nr == 0:
-                read_eof = True
-                s.read_eof = True
-            elif rt._instruments:
-                rt._emit("read", rt._current_meta(), f"{s.label}: {nr} bytes")
-            if self.ProcessNewMessage(s, last_msg) < 0:
-                return False
-        return True
 
     def ProcessNewMessage(self, s, last_msg: list) -> int:
         """Cut every message the buffer holds; each new one sends the held one to a bthread.
@@ -200,35 +195,36 @@ class InputMessenger:
         """
         rt = s.runtime
         nbthreads = 0
-        try:
-            while True:
-                rc, msg, handler = self.CutInputMessage(s)
-                if rc == ParseError.PARSE_ERROR_NOT_ENOUGH_DATA:
-                    return 0
-                if rc != ParseError.PARSE_OK:
-                    if rc == ParseError.PARSE_ERROR_TRY_OTHERS:
-                        text = f"Close {s.label} {endpoint2str(s.remote_side)} due to unknown message"
-                    else:
-                        # brpc's text names the error as ParseResult::error_str does
-                        # ("Close <socket>: too big data"), not as the enum is spelled.
-                        text = f"Close {s.label} {endpoint2str(s.remote_side)}: {_PARSE_ERROR_TEXT.get(rc, rc.name)}"
-                        if rc == ParseError.PARSE_ERROR_TOO_BIG_DATA:
-                            log.error("A message from %s(protocol=%s) is bigger than %d bytes, the connection "
-                                      "will be closed. Set max_body_size to allow bigger messages",
-                                      endpoint2str(s.remote_side), handler.name if handler else "?",
-                                      _max_body_size())
-                    log.warning(text)
-                    s.SetFailed(_errno.EINVAL, text)
-                    return -1
-                self.nmessages += 1
-                message = InputMessage(msg, s, handler.process, self.arg, rt.gettimeofday_us(), self.nmessages)
-                if last_msg[0] is not None:
-                    self.QueueMessage(last_msg[0])
-                    nbthreads += 1
-                last_msg[0] = message
-        finally:
-            if nbthreads:
-                bthread_flush()
+        rc = 0
+        while True:
+            parsed, msg, handler = self.CutInputMessage(s)
+            if parsed == ParseError.PARSE_ERROR_NOT_ENOUGH_DATA:
+                break
+            if parsed != ParseError.PARSE_OK:
+                if parsed == ParseError.PARSE_ERROR_TRY_OTHERS:
+                    text = f"Close {s.label} {endpoint2str(s.remote_side)} due to unknown message"
+                else:
+                    # brpc's text names the error as ParseResult::error_str does
+                    # ("Close <socket>: too big data"), not as the enum is spelled.
+                    text = f"Close {s.label} {endpoint2str(s.remote_side)}: {_PARSE_ERROR_TEXT.get(parsed, parsed.name)}"
+                    if parsed == ParseError.PARSE_ERROR_TOO_BIG_DATA:
+                        log.error("A message from %s(protocol=%s) is bigger than %d bytes, the connection "
+                                  "will be closed. Set max_body_size to allow bigger messages",
+                                  endpoint2str(s.remote_side), handler.name if handler else "?",
+                                  _max_body_size())
+                log.warning(text)
+                s.SetFailed(_errno.EINVAL, text)
+                rc = -1
+                break
+            self.nmessages += 1
+            message = InputMessage(msg, s, handler.process, self.arg, rt.gettimeofday_us(), self.nmessages)
+            if last_msg[0] is not None:
+                self.QueueMessage(last_msg[0])
+                nbthreads += 1
+            last_msg[0] = message
+        if nbthreads:
+            bthread_flush()
+        return rc
 
     def QueueMessage(self, msg: InputMessage) -> None:
         """Process ``msg`` in a new NOSIGNAL bthread. brpc: tcp_transport.cpp, QueueMessage"""
