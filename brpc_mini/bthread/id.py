@@ -356,9 +356,12 @@ def bthread_id_unlock_and_destroy(id_value: int) -> int:
     meta.pending_q.clear()
     meta.data = None
     meta.mutex.release()
-    id_pool().give_back(meta)
+    pool = id_pool()
     butex_wake_except(meta.butex, 0)
     butex_wake_all(meta.join_butex)
+    # the slot goes back last, as in brpc: a joiner woken above (it may run right away, through
+    # exchange) that starts its next RPC gets a new slot, not this one
+    pool.give_back(meta)
     return 0
 
 

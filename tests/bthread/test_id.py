@@ -443,3 +443,28 @@ def test_a_slot_whose_version_would_overflow_starts_again_at_1(rt):
     cid = bthread_id_create()
     assert get_slot(cid) == get_slot(old) and get_version(cid) == 1
     assert (meta.first_ver, meta.locked_ver) == (1, 2)
+
+
+def test_unlock_and_destroy_gives_the_slot_back_after_waking_the_joiner():
+    # As in brpc (id.cpp: return_resource comes after the wakes): a joiner woken by a bthread runs
+    # at once (exchange), and an Id it creates then must not get the slot still being destroyed.
+    with Runtime(concurrency=4, mode="deterministic", seed=3) as rt:
+        cid = bthread_id_create()
+        seen = {}
+
+        def joiner():
+            assert bthread_id_join(cid) == 0
+            seen["next"] = bthread_id_create()
+
+        def destroyer():
+            assert bthread_id_lock(cid) == 0
+            assert bthread_id_unlock_and_destroy(cid) == 0
+            seen["live_after_wake"] = id_pool().nlive
+
+        jt = bthread_start_background(joiner)
+        rt.run_until(lambda: len(address_id(cid).join_butex.waiters) == 1)
+        bthread_join(bthread_start_background(destroyer))
+        bthread_join(jt)
+        assert get_slot(seen["next"]) != get_slot(cid)
+        assert seen["live_after_wake"] == 1          # only the joiner's new Id
+        assert bthread_id_cancel(seen["next"]) == 0
