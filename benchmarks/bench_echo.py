@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Echo QPS and latency: brpc_mini's client next to grpcio, a plain-socket client and brpc's C++.
 
-    python benchmarks/bench_echo.py            # full run (about 90-120 s), prints a table
-    python benchmarks/bench_echo.py --check    # same, exit status 1 if a target is missed
+    python benchmarks/bench_echo.py            # full run (about 90-160 s, see below), prints a table
+    python benchmarks/bench_echo.py --check    # same, exit status 1 if a target is missed (a failed row: always)
     python benchmarks/bench_echo.py --quick    # CI smoke: 1 sender per client, 0.3 s each
     python benchmarks/bench_echo.py --profile  # cProfile brpc_mini's client (1 sender, threads mode)
 
@@ -43,8 +43,12 @@ Every request carries a 16-byte message ("r" * 16, brpc's --request_size default
 up for ``--warmup`` seconds, then counts the calls that *end* within ``--duration`` seconds; latency
 is wall time around each call (``time.perf_counter_ns``). Errors are counted and shown.
 
-Targets (from the issue), judged against the fastest baidu_std server of the run (real brpc when
-available, else brpc_mini's server); grpcio is always against its own server:
+Run length: each row takes ``--rounds`` (2) x (``--warmup`` 0.5 s + ``--duration`` 2 s), plus its
+process's start-up. A full run has 16 rows without real brpc (about 90 s), and 30 when both brpc's
+server and its C++ client are found (about 160 s).
+
+Targets (from the issue), judged on the baidu_std rows against real brpc's server when the run has
+one, else against brpc_mini's server; grpcio is always against its own server:
 * one synchronous brpc_mini sender (threads mode) >= 4 x grpcio's synchronous client, 1 thread;
 * one synchronous brpc_mini sender (threads mode) >= 0.5 x the plain-socket client, 1 thread;
 * 8 brpc_mini senders on one connection >= brpc's C++ example client with 1 pthread.
@@ -663,10 +667,12 @@ def main(argv=None):
             json.dump([{"client": r.client, "senders": r.senders, "server": r.server, **r.res} for r in rows],
                       f, indent=1)
     failed = sum("failed" in r.res for r in rows)
+    # a row that fails is a broken benchmark: exit 1 with or without --check (CI's smoke run
+    # relies on it); a missed target only with --check, since speed depends on the machine
     print(f"\n{len(rows)} rows in {time.perf_counter() - t0:.1f} s; {failed} failed; "
           f"{misses} target miss{'es' if misses != 1 else ''}"
-          f"{' (--check: exit 1)' if args.check and (misses or failed) else ''}")
-    return 1 if (args.check and (misses or failed)) else 0
+          f"{' (exit 1)' if failed or (args.check and misses) else ''}")
+    return 1 if failed or (args.check and misses) else 0
 
 
 if __name__ == "__main__":
