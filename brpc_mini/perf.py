@@ -10,8 +10,9 @@ channel and socket, its workers and TimerThread):
     percentiles); an optional ``progress(elapsed_s, calls)`` callback can drive a progress bar.
 
 ``rpc_timeline(address, calls)``
-    one synchronous call's wall time along the seed's steps (send, write, wait, dispatch, cut,
-    process, end, wake): the medians of :data:`TIMELINE_STAGES`, the kernel and the server included.
+    one synchronous call's wall time along the seed's steps (send, write, sendmsg, join, wait,
+    dispatch, cut, process, end, wake): the medians of :data:`TIMELINE_STAGES`, the kernel and the
+    server included.
 
 ``layer_breakdown(address, calls)``
     ``calls`` echo calls from one bthread under cProfile, every thread that works for the client
@@ -492,13 +493,16 @@ def layer_breakdown(address: str, calls: int = 2000, *, top: int = 3, request_si
 TIMELINE_STAGES = [
     ("send", "Controller, Channel::CallMethod (Id, timer), IssueRPC, PackRpcRequest",
      "channel.cpp, controller.cpp, baidu_rpc_protocol.cpp", "python"),
-    ("write", "Socket::Write: sendmsg gives the frame to the kernel (on loopback the kernel also "
-              "delivers it to the server)", "socket.cpp", "kernel & server"),
-    ("join", "bthread_id_unlock, then Join: the sender sleeps on the Id's join_butex", "id.cpp", "python"),
+    ("write", "Socket::Write up to the syscall: the WriteRequest, StartWrite takes the write right",
+     "socket.cpp", "python"),
+    ("sendmsg", "sendmsg gives the frame to the kernel (on loopback the kernel also delivers it to "
+                "the server and wakes it)", "socket.cpp, iobuf.cpp", "kernel & server"),
+    ("join", "IsWriteComplete, bthread_id_unlock, then Join: the sender sleeps on the Id's join_butex",
+     "socket.cpp, id.cpp", "python"),
     ("wait", "the server answers; epoll_wait returns in EventDispatcher::Run", "event_dispatcher.cpp",
      "kernel & server"),
-    ("dispatch", "StartInputEvent starts the reader bthread (bthread_start_urgent)",
-     "socket.cpp, task_group.cpp", "python"),
+    ("dispatch", "StartInputEvent (OnInputEvent in current brpc) starts the reader bthread "
+                 "(bthread_start_urgent)", "socket.cpp, tcp_transport.cpp, task_group.cpp", "python"),
     ("cut", "InputMessenger::OnNewMessages: read, cut the frame (ParseRpcMessage), read again "
             "(EAGAIN), MoreReadEvents gives the socket back",
      "input_messenger.cpp", "python"),
@@ -549,7 +553,7 @@ class Timeline:
 
 class _Marks:
     """Wraps the functions that begin the stages so that each records ``perf_counter_ns`` when it
-    starts (and ``Socket.Write`` when it ends too); undone on exit. While it is active, every
+    starts (and the ``sendmsg`` inside ``Socket.Write`` when it ends too); undone on exit. While it is active, every
     runtime of the process pays the wrappers (about a microsecond per call in all)."""
 
     def __init__(self):
@@ -571,7 +575,7 @@ class _Marks:
         self._undo.append((owner, name, original))
 
     def __enter__(self):
-        from .rpc import channel, controller, event_dispatcher, input_messenger, socket
+        from .rpc import channel, controller, event_dispatcher, input_messenger, iobuf, socket
         marks, now = self.marks, time.perf_counter_ns
         original_wait = event_dispatcher.EventDispatcher.__dict__["_wait_events"]
 
@@ -581,7 +585,8 @@ class _Marks:
             return events
         event_dispatcher.EventDispatcher._wait_events = _wait_events
         self._undo.append((event_dispatcher.EventDispatcher, "_wait_events", original_wait))
-        self._wrap(socket.Socket, "Write", "send_end", "write_end")
+        self._wrap(socket.Socket, "Write", "send_end")
+        self._wrap(iobuf.IOBuf, "write_to", "sendmsg_start", "sendmsg_end")
         self._wrap(channel, "Join", "join_end")
         self._wrap(input_messenger.InputMessenger, "OnNewMessages", "dispatch_end")
         self._wrap(input_messenger, "ProcessInputMessage", "cut_end")
@@ -611,8 +616,8 @@ def rpc_timeline(address: str, calls: int = 2000, *, request_size: int = 16, tim
     _check_positive_int("calls", calls)
     _check_positive_int("request_size", request_size)
     request = echo_pb2.EchoRequest(message="r" * request_size)
-    order = ["start", "send_end", "write_end", "join_end", "wait_end", "dispatch_end", "cut_end",
-             "process_end", "end_end", "stop"]
+    order = ["start", "send_end", "sendmsg_start", "sendmsg_end", "join_end", "wait_end", "dispatch_end",
+             "cut_end", "process_end", "end_end", "stop"]
     durations = {key: [] for key in TIMELINE_KEYS}
     out = {}
     with _Marks() as recorder:

@@ -112,7 +112,9 @@ def test_layer_breakdown_accounts_for_every_layer(server_address):
 
 def test_rpc_timeline_times_every_stage_and_undoes_its_marks(server_address):
     from brpc_mini.rpc import channel, controller, event_dispatcher, input_messenger, socket
-    patched = [(socket.Socket, "Write"), (channel, "Join"), (event_dispatcher.EventDispatcher, "_wait_events"),
+    from brpc_mini.rpc.iobuf import IOBuf
+    patched = [(socket.Socket, "Write"), (IOBuf, "write_to"), (channel, "Join"),
+               (event_dispatcher.EventDispatcher, "_wait_events"),
                (input_messenger.InputMessenger, "OnNewMessages"), (input_messenger, "ProcessInputMessage"),
                (controller.Controller, "EndRPC"), (controller, "bthread_id_unlock_and_destroy")]
     before = [getattr(owner, name) for owner, name in patched]
