@@ -208,11 +208,12 @@ class Controller:
     def SetFailed(self, error_code, reason: str = "", *args) -> None:
         """Fail with ``error_code``; the text is *appended*, with ``[R<n>]`` and ``[E<code>]``.
 
-        brpc: src/brpc/controller.cpp, Controller::SetFailed. ``SetFailed("text")`` (no code)
-        uses EINTERNAL as brpc does.
+        brpc: src/brpc/controller.cpp, Controller::SetFailed. ``SetFailed("text")`` (no code) is
+        brpc's other overload: code -1 and no ``[E<code>]`` in the text; a server sends -1 as
+        EINTERNAL (SendRpcResponse).
         """
         if isinstance(error_code, str):
-            reason, args, error_code = error_code, (reason,) + args if reason else args, EINTERNAL
+            reason, args, error_code = error_code, (reason,) + args if reason else args, -1
         if not isinstance(error_code, int):
             raise TypeError(f"error_code must be an int, got {type(error_code).__name__}")
         if error_code == 0:
