@@ -369,6 +369,11 @@ class Socket:
         if state is not None:
             with state.lock:
                 state._free.append(self.slot)
+        # brpc: Socket::BeforeRecycled tells the socket's user (SocketUser::BeforeRecycle); a
+        # server's Acceptor forgets the connection there, or stops waiting for its listening fd
+        before_recycle = getattr(self.user, "BeforeRecycle", None)
+        if before_recycle is not None:
+            before_recycle(self)
 
     def _HealthCheck(self) -> None:
         """Client main socket: reconnect every interval; on success, Revive (brpc: HealthCheckTask)."""

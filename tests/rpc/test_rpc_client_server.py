@@ -28,7 +28,7 @@ def connect(server_or_port, **options) -> Channel:
 
 def accepted(server: EchoServer) -> int:
     """Connections the server has accepted so far."""
-    return len(server.server._acceptor.connections)
+    return server.server._acceptor.naccepted
 
 
 # -- synchronous calls --------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import struct
+import sys
 import zlib
 from enum import IntEnum
 from typing import NamedTuple, Optional, Union
@@ -33,7 +34,8 @@ from google.protobuf.message import DecodeError, EncodeError, Message
 
 from brpc_mini.bthread import bthread_id_lock
 from brpc_mini.proto import baidu_rpc_meta_pb2, options_pb2
-from brpc_mini.rpc.errors import EINTERNAL, ELOGOFF, ENOMETHOD, ENOSERVICE, EREQUEST, ERESPONSE
+from brpc_mini.rpc.errors import (EINTERNAL, ELIMIT, ELOGOFF, ENOMETHOD, ENOSERVICE, EOVERCROWDED, EREQUEST,
+                                  ERESPONSE)
 from brpc_mini.rpc.iobuf import IOBuf
 # controller imports this module, so theirs are read at call time (an import statement inside the
 # per-message functions cost about 0.5 us each time, found by profiling)
@@ -709,7 +711,10 @@ def ProcessRpcRequest(msg) -> None:
     brpc: src/brpc/policy/baidu_rpc_protocol.cpp, ProcessRpcRequest
 
     A meta that does not parse closes the connection (no response); every other failure gets an
-    error response and the connection stays open.
+    error response and the connection stays open. Checks in brpc's order: the server is stopping
+    (ELOGOFF), ``max_concurrency`` reached (ELIMIT), attachment_size, service, method, the
+    connection overcrowded (EOVERCROWDED), the request parses. From here until its response is
+    sent, the request holds its connection (the server's Stop and Join wait for it).
     """
     s = msg.socket
     server = msg.arg
@@ -736,21 +741,31 @@ def ProcessRpcRequest(msg) -> None:
     cntl._remote_side = s.remote_side
     cntl._local_side = s.local_side
     cntl._received_us = msg.received_us
-    cntl._server_socket = socket_id  # SendRpcResponse checks the connection is still this one
+    # brpc: move_in_server_receiving_sock. SendRpcResponse also checks the connection is still
+    # this one (the kit reuses Socket objects' slots).
+    cntl._server_socket = socket_id
+    acceptor = server._acceptor
+    if acceptor is not None:
+        acceptor.HoldConnection(socket_id)
     if request_meta.HasField("log_id"):
         cntl.set_log_id(request_meta.log_id)
     if request_meta.HasField("timeout_ms"):
         cntl._timeout_ms = request_meta.timeout_ms
-    server._OnRequestBegin()
-    request = response = None
+    answered = False
     try:
         payload = msg.payload
         if not server.IsRunning():
             cntl.SetFailed(ELOGOFF, "Server is stopping")
+            answered = True
+            return SendRpcResponse(correlation_id, cntl, None, s, server)
+        if not server._AddConcurrency(cntl):
+            cntl.SetFailed(ELIMIT, "Reached server's max_concurrency=%d", server.options.max_concurrency)
+            answered = True
             return SendRpcResponse(correlation_id, cntl, None, s, server)
         if meta.attachment_size > len(payload):
             cntl.SetFailed(EREQUEST, "attachment_size=%d is larger than request_size=%d",
                            meta.attachment_size, len(payload))
+            answered = True
             return SendRpcResponse(correlation_id, cntl, None, s, server)
         service_name = _wire_str(request_meta.service_name)
         method_name = _wire_str(request_meta.method_name)
@@ -760,6 +775,12 @@ def ProcessRpcRequest(msg) -> None:
                 cntl.SetFailed(ENOSERVICE, "Fail to find service=%s", service_name)
             else:
                 cntl.SetFailed(ENOMETHOD, "Fail to find method=%s/%s", service_name, method_name)
+            answered = True
+            return SendRpcResponse(correlation_id, cntl, None, s, server)
+        if s._overcrowded and not server.options.ignore_eovercrowded:
+            # the client does not read its answers fast enough: refuse work rather than queue more
+            cntl.SetFailed(EOVERCROWDED, "Connection to %s is overcrowded", _socket.endpoint2str(s.remote_side))
+            answered = True
             return SendRpcResponse(correlation_id, cntl, None, s, server)
         impl, method, request_class, response_class = entry
         body = payload.cutn(len(payload) - meta.attachment_size)
@@ -774,15 +795,19 @@ def ProcessRpcRequest(msg) -> None:
                            method.input_type.full_name, ContentTypeToCStr(meta.content_type),
                            CompressTypeToCStr(meta.compress_type), ChecksumTypeToCStr(meta.checksum_type),
                            len(body) + len(payload))
+            answered = True
             return SendRpcResponse(correlation_id, cntl, None, s, server)
         response = response_class()
         done = _SendRpcResponseClosure(correlation_id, cntl, response, s, server)
+        answered = True
         handler = getattr(impl, method.name, None)
         if handler is None:
-            cntl.SetFailed(EINTERNAL, "Method %s() not implemented.", method.name)
+            # protoc's default method body: the text-only SetFailed, code -1, sent as EINTERNAL
+            cntl.SetFailed(f"Method {method.name}() not implemented.")
             return done.Run()
         if s.runtime._instruments:
             s.runtime._emit("ProcessRpcRequest", None, f"{service_name}.{method_name} cid=0x{correlation_id:x}")
+        nref = sys.getrefcount(done)
         try:
             handler(cntl, request, response, done)
         except Exception as exc:  # user code: answer instead of killing the connection
@@ -790,8 +815,16 @@ def ProcessRpcRequest(msg) -> None:
             if not done.ran:
                 cntl.SetFailed(EINTERNAL, "%s raised %s: %s", method.full_name, type(exc).__name__, exc)
                 done.Run()
+        # The method returned without running done, and nothing else holds it: it can never run.
+        # brpc would leak the request, holding its connection (and Server::Join) forever; the kit
+        # ends it without a response. The count is read first: once it is this low no other
+        # bthread can run done, so `ran` cannot change after.
+        if sys.getrefcount(done) <= nref and not done.ran:
+            done.ran = True
+            _EndServerRequest(cntl, server)
     finally:
-        server._OnRequestEnd()
+        if not answered:    # an unexpected exception before anyone could answer
+            _EndServerRequest(cntl, server)
 
 
 def _wire_str(value) -> str:
@@ -823,32 +856,46 @@ class _SendRpcResponseClosure:
 
 
 def SendRpcResponse(correlation_id, cntl, response, s, server) -> None:
-    """Pack and write the response (an error response when the Controller failed).
+    """Pack and write the response (an error response when the Controller failed), then let the
+    request go: its ``max_concurrency`` slot and its hold on the connection.
 
     brpc: src/brpc/policy/baidu_rpc_protocol.cpp, SendRpcResponse
     """
-    sid = cntl._server_socket
-    if sid is not None and _socket.Socket.Address(sid, s.runtime) is not s:
-        # The connection failed while the service ran (a delayed Echo answering after
-        # Server.Stop closed it). brpc's response holds a socket reference, so its Write just
-        # fails; here the slot may already be recycled and the object reused, and writing to it
-        # made an unconnected socket "reconnect" to the client's port (found by tests/rpc).
-        _log.info(
-            "Fail to write the response of cid=0x%x: its connection is gone", correlation_id)
-        return
-    body = None
-    attachment = b""
-    if response is not None and not cntl.Failed():
-        result = SerializeResponse(response)
-        if result.error_code:
-            cntl.SetFailed(ERESPONSE, "%s", result.error_text)
-        else:
-            body = result.body
-            attachment = cntl.response_attachment().to_bytes()
-    error_code = cntl.ErrorCode()
-    if error_code == -1:
-        error_code = EINTERNAL
-    frame = PackRpcResponse(correlation_id, error_code, cntl.ErrorText(), body, attachment)
-    rc = s.Write(frame, ignore_eovercrowded=True)
-    if rc != 0 and not s.Failed():
-        _log.warning("Fail to write the response into %s", s.label)
+    try:
+        sid = cntl._server_socket
+        if sid is not None and _socket.Socket.Address(sid, s.runtime) is not s:
+            # The connection failed while the service ran: the client closed it, or Server.Join
+            # gave up waiting (Stop itself leaves a connection open until its requests are
+            # answered). brpc's response holds a socket reference, so its Write just fails; here
+            # the slot may already be recycled and the object reused, and writing to it made an
+            # unconnected socket "reconnect" to the client's port (found by tests/rpc).
+            _log.info(
+                "Fail to write the response of cid=0x%x: its connection is gone", correlation_id)
+            return
+        body = None
+        attachment = b""
+        if response is not None and not cntl.Failed():
+            result = SerializeResponse(response)
+            if result.error_code:
+                cntl.SetFailed(ERESPONSE, "%s", result.error_text)
+            else:
+                body = result.body
+                attachment = cntl.response_attachment().to_bytes()
+        error_code = cntl.ErrorCode()
+        if error_code == -1:
+            error_code = EINTERNAL
+        frame = PackRpcResponse(correlation_id, error_code, cntl.ErrorText(), body, attachment)
+        rc = s.Write(frame, ignore_eovercrowded=True)
+        if rc != 0 and not s.Failed():
+            _log.warning("Fail to write the response into %s", s.label)
+    finally:
+        _EndServerRequest(cntl, server)
+
+
+def _EndServerRequest(cntl, server) -> None:
+    """The request is over. brpc: the end of SendRpcResponse — ConcurrencyRemover first, then the
+    Controller is deleted and with it its reference on the connection."""
+    server._RemoveConcurrency(cntl)
+    acceptor = server._acceptor
+    if acceptor is not None and cntl._server_socket is not None:
+        acceptor.ReleaseConnection(cntl._server_socket)
