@@ -163,3 +163,82 @@ def test_echo_server_process_quits_when_its_parent_dies():
         time.sleep(0.1)
     os.kill(pid, signal.SIGKILL)
     raise AssertionError(f"echo server {pid} outlived the process that started it")
+
+
+# -- python -m brpc_mini.multi_threaded_echo_client ------------------------------------------------
+
+from brpc_mini import multi_threaded_echo_client as mt_client  # noqa: E402
+
+
+@pytest.mark.parametrize("argv, use_bthread, dont_fail", [
+    ([], False, False),
+    (["--use_bthread"], True, False),
+    (["--use_bthread=true"], True, False),
+    (["--use_bthread=false"], False, False),
+    (["--use_bthread=1", "--dont_fail=yes"], True, True),
+    (["--use_bthread", "--nouse_bthread"], False, False),
+    (["--dont_fail"], False, True),
+    (["--dont_fail=true"], False, True),
+    (["--dont_fail=FALSE", "--use_bthread=True"], True, False),
+    (["--enable_ssl=false"], False, False),
+])
+def test_multi_threaded_client_takes_gflags_booleans(argv, use_bthread, dont_fail):
+    """brpc's flags are gflags: ``--use_bthread=false`` is how brpc's docs turn it off (argparse's
+    store_true refused it: "ignored explicit argument 'false'")."""
+    args = mt_client.parse_args(argv)
+    assert (args.use_bthread, args.dont_fail) == (use_bthread, dont_fail)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--use_bthread=maybe"], "expected true or false, got 'maybe'"),
+    (["--enable_ssl"], "not supported"),
+    (["--duration_s", "-1"], "--duration_s must be >= 0"),
+])
+def test_multi_threaded_client_refuses_bad_flags(argv, words, capsys):
+    with pytest.raises(SystemExit) as info:
+        mt_client.parse_args(argv)
+    assert info.value.code == 2
+    assert words in capsys.readouterr().err
+
+
+def test_multi_threaded_client_defaults_to_the_kits_echo_server(capsys):
+    """brpc's example talks to its own multi-threaded server on 8002; the kit's echo server (the
+    one ``python -m brpc_mini.echo_server`` starts) listens on 8000, so two programs run with their
+    defaults meet."""
+    assert mt_client.parse_args([]).server == "127.0.0.1:8000"
+    with pytest.raises(SystemExit):
+        mt_client.parse_args(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "8000" in help_text and "8002" in help_text
+
+
+@pytest.mark.parametrize("values, fraction, expected", [
+    (list(range(1, 101)), 0.99, 99),       # was 100: "p99" was the maximum
+    (list(range(1, 11)), 0.5, 5),          # was 6
+    (list(range(1, 1001)), 0.999, 999),    # was 1000
+    ([1, 2], 0.5, 1),                      # was 2
+    (list(range(1, 101)), 0.07, 7),        # 0.07 * 100 is 7.000000000000001 in floating point
+    (list(range(1, 11)), 0.95, 10),
+    ([3, 4, 5], 0.0, 3),
+    ([3, 4, 5], 1.0, 5),
+    ([], 0.5, 0),
+])
+def test_percentile_is_nearest_rank(values, fraction, expected):
+    """Nearest rank: the smallest value with at least ``fraction`` of the values at or below it."""
+    assert mt_client.percentile(values, fraction) == expected
+
+
+def test_multi_threaded_client_stops_after_a_fraction_of_a_second():
+    """``--duration_s 0.2`` ran a whole second: the deadline was checked only after each
+    one-second report."""
+    with EchoServerProcess() as server:
+        out = subprocess.run([sys.executable, "-m", "brpc_mini.multi_threaded_echo_client",
+                              "--server", f"127.0.0.1:{server.port}", "--thread_num", "2",
+                              "--use_bthread", "--dont_fail", "--timeout_ms", "5000",
+                              "--duration_s", "0.2"],
+                             capture_output=True, text=True, timeout=START_TIMEOUT_S)
+    assert out.returncode == 0, out.stdout + out.stderr
+    summary = out.stdout.strip().splitlines()[-1]
+    assert summary.startswith("EchoClient is going to quit: ") and " 0 errors in " in summary, summary
+    elapsed = float(summary.split(" errors in ")[1].split("s,")[0])
+    assert 0.2 <= elapsed < 1.0, summary       # the old loop could not stop before 1.0 s
