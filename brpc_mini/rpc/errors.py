@@ -71,8 +71,10 @@ ESHUTDOWNWRITE = 2007
 ERDMA = 3001
 ERDMAMEM = 3002
 
-# Short descriptions, in brpc_mini's own words. brpc registers one sentence per code at start-up
-# (BAIDU_REGISTER_ERRNO) so that berror() can print it; a dict does the same job here.
+# Short descriptions, in brpc_mini's own words (brpc's sentences are not copied). brpc registers
+# a sentence for most codes at start-up (BAIDU_REGISTER_ERRNO in src/brpc/controller.cpp; none for
+# EREJECT, and the RDMA ones only when built with RDMA) so that berror() can print it; a dict does
+# the same job here, with a sentence for every code.
 _DESCRIPTIONS = {
     ESTOP: "The structure is stopping",
     ENOSERVICE: "Service not found",
