@@ -576,7 +576,8 @@ class Socket:
             self._AddOutputBytes(nw)
             if nw:
                 if self.runtime._instruments:
-                    self.runtime_emit("write", f"{self.label}: {nw} bytes by KeepWrite")
+                    # a checkpoint: rt.pause_at("write") stops KeepWrite between two writes
+                    self.runtime.checkpoint("write", f"{self.label}: {nw} bytes by KeepWrite")
             while req.next is not None and req.data.empty():
                 saved, req = req, req.next
                 self.ReturnSuccessfulWriteRequest(saved)

@@ -74,6 +74,10 @@ def _object_label(obj):
                                       f"state={WAITER_STATE_NAMES[obj.waiter_state]}")
     if isinstance(obj, ButexPthreadWaiter):
         return "ButexPthreadWaiter", f"{obj.name}, sig={obj.sig}"
+    from ..rpc.socket import WriteRequest
+    if isinstance(obj, WriteRequest):
+        return "WriteRequest", (f"{len(obj.data)} bytes left, id_wait=0x{obj.id_wait:x}, "
+                                f"next: {'null' if obj.next is None else 'a WriteRequest'}")
     return None
 
 
@@ -195,8 +199,12 @@ def memory_layout_dot(rt, pthreads=(), title: str = "", show_ids: bool = True, s
                     continue
                 if getattr(s.user, "server", None) is not None or s.created_by_connect is False:
                     continue
+                queued, left, req = 0, 0, s._write_head
+                while req is not None:          # newest first, down to the one being written
+                    queued, left, req = queued + 1, left + len(req.data), req.next
                 rows = [("fd", "connected" if s.fd is not None else "not connected"),
-                        ("_write_head", "null" if s._write_head is None else "a WriteRequest"),
+                        ("_write_head", "null" if not queued else
+                         f"{queued} WriteRequest{'s' if queued > 1 else ''}, {left} bytes to write"),
                         ("_id_wait_list", str(len(s._id_wait_list)))]
                 dot.add(f"  socket{s.slot} [label={_table(s.label, rows, '#ede7f6')}];")
             for i, d in enumerate(state.dispatchers):
