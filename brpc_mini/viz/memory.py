@@ -70,10 +70,10 @@ def _object_label(obj):
     if isinstance(obj, Message):
         return type(obj).__name__, _message_text(obj)
     if isinstance(obj, ButexBthreadWaiter):
-        return "ButexBthreadWaiter", (f"expected={obj.expected_value}, "
+        return "ButexBthreadWaiter", (f"tid=0x{obj.tid:x}, expected={obj.expected_value}, "
                                       f"state={WAITER_STATE_NAMES[obj.waiter_state]}")
     if isinstance(obj, ButexPthreadWaiter):
-        return "ButexPthreadWaiter", f"{obj.name}, sig={obj.sig}"
+        return "ButexPthreadWaiter", f"tid=0 ({obj.name}), sig={obj.sig}"
     from ..rpc.socket import WriteRequest
     if isinstance(obj, WriteRequest):
         return "WriteRequest", (f"{len(obj.data)} bytes left, id_wait=0x{obj.id_wait:x}, "
@@ -222,6 +222,8 @@ def memory_layout_dot(rt, pthreads=(), title: str = "", show_ids: bool = True, s
             slot = target[1] >> 32
             if slot in id_nodes:
                 dot.add(f'  {node} -> {id_nodes[slot]} [label="call_id", style=dashed, arrowsize=0.6];')
+                # and back: the Id's data is this Controller (bthread_id_create2(&cid, this, ...))
+                dot.add(f'  {id_nodes[slot]} -> {node} [label="data", style=dashed, arrowsize=0.6];')
         elif id(target) in butex_nodes:
             dot.add(f'  {node} -> {butex_nodes[id(target)]} [label="waits on {escape(_butex_label(target))}", color="#c62828", arrowsize=0.6];')
     return dot.source()
