@@ -111,12 +111,13 @@ class Window:
             self.all_calls += all_calls
 
     def result(self, **extra):
+        from brpc_mini.multi_threaded_echo_client import percentile   # nearest rank, as every table of the kit
         lats = sorted(self.latencies)
         n = len(lats)
         out = {"calls": n, "errors": self.errors, "qps": n / self.duration_s,
                "avg_us": (sum(lats) / n / 1000) if n else 0.0,
-               "p50_us": lats[int(0.5 * (n - 1))] / 1000 if n else 0.0,
-               "p99_us": lats[int(0.99 * (n - 1))] / 1000 if n else 0.0,
+               "p50_us": percentile(lats, 0.5) / 1000,
+               "p99_us": percentile(lats, 0.99) / 1000,
                # the client process's CPU (user + sys, all threads) per call, warm-up included
                "cpu_us": (_cpu_s() - self.cpu0) * 1e6 / self.all_calls if self.all_calls else 0.0}
         out.update(extra)

@@ -69,6 +69,8 @@ def StringToConnectionType(name) -> int:
 
 #: Controller flags (brpc: src/brpc/controller.h)
 FLAGS_BACKUP_REQUEST = 1 << 1
+#: the request was counted in its server's concurrency; SendRpcResponse uncounts it
+FLAGS_ADDED_CONCURRENCY = 1 << 2
 FLAGS_USED_BY_RPC = 1 << 3
 FLAGS_ENDING_RPC = 1 << 14
 FLAGS_DESTROY_CID_IN_DONE = 1 << 5

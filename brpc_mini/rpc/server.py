@@ -48,6 +48,7 @@ from google.protobuf import message_factory
 from ..bthread import (BthreadAttr, Butex, bthread_join, bthread_start_background, bthread_stop,
                        bthread_usleep, butex_wait, butex_wake_all)
 from ..bthread.context import current_runtime
+from .controller import FLAGS_ADDED_CONCURRENCY
 from .errors import ELOGOFF, EUNUSED
 from .input_messenger import Handler, InputMessenger
 from .load_balancer import parse_endpoint
@@ -58,10 +59,6 @@ log = logging.getLogger("brpc_mini.rpc")
 # brpc: Server::Status and Acceptor::Status (src/brpc/server.h, src/brpc/acceptor.h), less
 # UNINITIALIZED: a kit Server is READY once made
 READY, RUNNING, STOPPING = "READY", "RUNNING", "STOPPING"
-
-# brpc: Controller::FLAGS_ADDED_CONCURRENCY (src/brpc/controller.h): the request was counted in
-# the server's concurrency, so SendRpcResponse must uncount it (ServerPrivateAccessor)
-FLAGS_ADDED_CONCURRENCY = 1 << 2
 
 #: after accept() fails for another reason than a vanished client (EMFILE: out of fds), the
 #: Acceptor retries after this long. brpc retries at once ("continue"), which spins a core for as

@@ -52,6 +52,13 @@ class Reply:
         self.message = response.message if response is not None else None
 
 
+def assert_echoes(channel, message: str) -> None:
+    """One synchronous Echo on ``channel`` succeeds and brings ``message`` back."""
+    cntl, response = echo(channel, message)
+    assert not cntl.Failed(), cntl.ErrorText()
+    assert response.message == message
+
+
 def call_async(channel, message: str):
     """Start one Echo with a done callback; returns (cntl, reply)."""
     reply = Reply()
@@ -134,9 +141,7 @@ def test_max_concurrency_answers_elimit_with_brpcs_text(rt):
             assert cntl.ErrorText().endswith("Reached server's max_concurrency=1"), cntl.ErrorText()
         # the refused requests were counted too, and uncounted when their answers went out
         drive_until(rt, lambda: server._concurrency == 0, what="every request uncounted")
-        cntl, response = echo(channel, "again")
-        assert not cntl.Failed(), cntl.ErrorText()
-        assert response.message == "again"
+        assert_echoes(channel, "again")
     finally:
         service.open()
         server.Stop()
@@ -158,9 +163,7 @@ def test_max_concurrency_counts_a_request_until_its_response_is_sent(rt):
         assert rpc.Join(first.call_id()) == 0
         assert not first.Failed() and first_response.message == "first"
         drive_until(rt, lambda: server._concurrency == 0, what="the first request uncounted")
-        cntl, response = echo(channel, "third")
-        assert not cntl.Failed(), cntl.ErrorText()
-        assert response.message == "third"
+        assert_echoes(channel, "third")
     finally:
         server.Stop()
         server.Join()
